@@ -1,0 +1,188 @@
+"""Events to storage rows and back: validation at the edge, upcasting of old payloads on read.
+
+A storage row is the ADR 017 row plus `stream_id` and `schema_version`:
+(id, event_type, source, task_id, agent_id, data, timestamp, stream_id, schema_version), where
+`data` is the payload as compact JSON text (None when the payload is empty) and `timestamp` is
+UTC ISO-8601 with microseconds, so that text order is time order.
+"""
+
+from __future__ import annotations
+
+import re
+import reprlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from domain.errors import CorruptEvent, InvalidEvent
+from domain.events import EVENT_CLASSES, AnyEvent, Event, EventType
+
+#: The largest payload (`data` as stored JSON) one event may carry, in bytes.
+MAX_DATA_BYTES = 64 * 1024
+
+Row = tuple[str, str, str, str | None, str | None, str | None, str, str, int]
+
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
+_SHORT = reprlib.Repr()  # bounded reprs: hostile input may be huge or nested thousands deep
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+#: (event_type, from_version) -> function turning a payload of that version into the next one.
+UPCASTERS: dict[tuple[EventType, int], Upcaster] = {}
+#: The current schema version of each event type.
+CURRENT_VERSION: dict[EventType, int] = {
+    t: cls.model_fields["schema_version"].default for t, cls in EVENT_CLASSES.items()
+}
+
+
+def upcaster(event_type: EventType, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register `fn` to upgrade payloads of `event_type` stored at `from_version` by one version."""
+
+    def register(fn: Upcaster) -> Upcaster:
+        UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return register
+
+
+@upcaster(EventType.TOOL_COMPLETED, 1)
+def _tool_completed_duration_to_ms(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 recorded `duration` in seconds; v2 records `duration_ms`."""
+    data = dict(data)
+    if "duration" in data and "duration_ms" not in data:
+        seconds = data.pop("duration")
+        data["duration_ms"] = seconds * 1000 if isinstance(seconds, int | float) else seconds
+    return data
+
+
+def upcast(event_type: EventType, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Upgrade a stored payload from `version` to the current version of its type."""
+    current = CURRENT_VERSION[event_type]
+    if version > current:
+        raise ValueError(
+            f"schema_version {version} of {event_type.value} is newer than this swarmlog "
+            f"understands ({current}); upgrade swarmlog"
+        )
+    while version < current:
+        step = UPCASTERS.get((event_type, version))
+        if step is None:
+            raise ValueError(f"no upcaster for {event_type.value} from version {version}")
+        data = step(data)
+        version += 1
+    return data
+
+
+def _field_of(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    # A discriminated union puts the class tag first ("task.assigned"); it is not a field.
+    if loc and loc[0] in EventType._value2member_map_:
+        loc = loc[1:]
+    # JsonValue reports the branch it tried ("x.list.0.float"); keep the path only.
+    kinds = {"list", "dict", "str", "int", "float", "bool", "function-after[_clean_text(), str]"}
+    parts = [p for p in loc if p not in kinds]
+    path = ".".join(parts[:6]) + (".…" if len(parts) > 6 else "") if parts else "event"
+    return path, f"{first['msg']} (got {_SHORT.repr(first.get('input'))})"
+
+
+def build_event(
+    event_type: EventType | str,
+    source: str,
+    task_id: str | None = None,
+    agent_id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    *,
+    timestamp: datetime | None = None,
+    id: str | None = None,
+) -> Event:
+    """Validate loose arguments (the ADR 017 call shape) into a typed event, or raise InvalidEvent."""
+    try:
+        kind = EventType(event_type)
+    except ValueError:
+        valid = ", ".join(t.value for t in EventType)
+        raise InvalidEvent("event_type", f"{event_type!r} is not one of: {valid}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise InvalidEvent("data", f"must be a dict or None, got {type(data).__name__}")
+    fields: dict[str, Any] = {"source": source, "task_id": task_id, "agent_id": agent_id}
+    if data:
+        fields["data"] = data
+    if timestamp is not None:
+        fields["timestamp"] = timestamp
+    if id is not None:
+        fields["id"] = id
+    try:
+        return EVENT_CLASSES[kind].model_validate(fields)
+    except ValidationError as e:
+        raise InvalidEvent(*_field_of(e)) from None
+
+
+def encode(event: Event) -> Row:
+    """The storage row of a typed event; refuses payloads that cannot be stored faithfully."""
+    try:
+        blob = event.data.model_dump_json(exclude_unset=True).encode()  # type: ignore[attr-defined]
+    except (PydanticSerializationError, UnicodeEncodeError) as e:
+        raise InvalidEvent("data", f"cannot be serialised as JSON: {e}") from None
+    if len(blob) > MAX_DATA_BYTES:
+        raise InvalidEvent("data", f"is {len(blob)} bytes as JSON; the limit is {MAX_DATA_BYTES}")
+    if b"\\u0000" in blob and _NUL_ESCAPE.search(blob):
+        raise InvalidEvent("data", "contains a NUL character (\\u0000), which cannot be stored")
+    return (
+        event.id,
+        event.event_type.value,  # type: ignore[attr-defined]
+        event.source,
+        event.task_id,
+        event.agent_id,
+        None if blob == b"{}" else blob.decode(),
+        event.timestamp.isoformat(timespec="microseconds"),
+        event.stream_id,
+        event.schema_version,  # type: ignore[attr-defined]
+    )
+
+
+def decode(
+    seq: int,
+    id: str,
+    event_type: str,
+    source: str,
+    task_id: str | None,
+    agent_id: str | None,
+    data: str | bytes | None,
+    timestamp: str,
+    schema_version: int,
+) -> Event:
+    """The typed event of a stored row (upcast if it is older), or CorruptEvent naming `seq`."""
+    try:
+        kind = EventType(event_type)
+        payload = orjson.loads(data) if data else {}
+        if not isinstance(payload, dict):
+            raise ValueError(f"data is a JSON {type(payload).__name__}, not an object")
+        if schema_version != CURRENT_VERSION[kind]:
+            payload = upcast(kind, schema_version, payload)
+        return _ADAPTER.validate_python(
+            {
+                "id": id,
+                "event_type": kind,
+                "source": source,
+                "task_id": task_id,
+                "agent_id": agent_id,
+                "data": payload,
+                "timestamp": timestamp,
+            }
+        )
+    except ValidationError as e:
+        field, message = _field_of(e)
+        raise CorruptEvent(seq, f"{field}: {message}") from None
+    except (ValueError, orjson.JSONDecodeError, TypeError) as e:
+        raise CorruptEvent(seq, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+
+
+def timestamp_text(moment: datetime) -> str:
+    """A timezone-aware datetime in the stored timestamp format (for range queries)."""
+    if moment.tzinfo is None:
+        raise InvalidEvent("timestamp", f"{moment.isoformat()} is naive; give a timezone")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")

@@ -1,0 +1,55 @@
+"""The project's exceptions: one hierarchy, each message naming the offending value."""
+
+from __future__ import annotations
+
+
+class SwarmlogError(Exception):
+    """Base class of every error swarmlog raises on purpose."""
+
+
+class InvalidEvent(SwarmlogError, ValueError):
+    """An event (or an argument describing one) was refused; nothing was stored."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"invalid event: {field}: {message}")
+
+
+class InvalidTransition(SwarmlogError):
+    """A command does not fit the current state of its task or agent; nothing was appended."""
+
+    def __init__(self, subject_id: str, current: str, attempted: str) -> None:
+        self.subject_id = subject_id
+        self.current = current
+        self.attempted = attempted
+        super().__init__(f"cannot {attempted} {subject_id!r}: it is {current}")
+
+
+class ConcurrencyError(SwarmlogError):
+    """A stream's version was not the expected one: someone else appended first."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, expected {expected}: "
+            "another writer appended first; reload and retry"
+        )
+
+
+class StoreError(SwarmlogError):
+    """The database refused or failed an operation (locked, full, unreadable, wrong schema)."""
+
+
+class CorruptEvent(StoreError):
+    """A stored row cannot be read back as an event."""
+
+    def __init__(self, seq: int, reason: str) -> None:
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"corrupt event at seq {seq}: {reason}")
+
+
+class ProjectionError(SwarmlogError):
+    """A read model cannot be built correctly from what is stored (and will not be guessed)."""

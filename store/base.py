@@ -1,0 +1,169 @@
+"""The `EventStore` protocol every backend implements, and the records it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from domain.events import Event, EventType
+
+
+class Recorded(NamedTuple):
+    """An event as stored: its global position (`seq`), its stream and version in that stream."""
+
+    position: int
+    stream_id: str
+    stream_version: int
+    event: Event
+
+
+class SnapshotRecord(NamedTuple):
+    """A projection's state (JSON text) at a position of the log."""
+
+    id: int
+    projection: str
+    version: int
+    position: int
+    state: str
+    created_at: str
+
+
+class PruneRecord(NamedTuple):
+    """One prune: the removed range of positions, its cutoff and its archive segment (if any)."""
+
+    id: int
+    first_position: int
+    last_position: int
+    count: int
+    cutoff: str
+    pruned_at: str
+    archive_path: str | None
+    archive_sha256: str | None
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """An append-only log of typed events with global positions and per-stream versions.
+
+    Positions (`seq`) start at 1, are gapless as appended and never reused, even after a prune.
+    Every stream (`task-<id>`, `agent-<id>` or `system`) has a gapless version starting at 1.
+    """
+
+    #: Where the store lives (a file path or a URL), for messages.
+    location: str
+
+    def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
+        """Append atomically (all or nothing) and return each event's position.
+
+        An event whose id is already stored is not stored again: its stored position is returned.
+        `expected_version` (all events in one stream) is the stream's version before the append;
+        0 means the stream must be new. A mismatch raises ConcurrencyError.
+        """
+        ...
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+        """Events with position > `after`, in position order, streamed page by page."""
+        ...
+
+    def read_task(self, task_id: str) -> Iterator[Recorded]:
+        """The stored events of one task, in position order."""
+        ...
+
+    def read_agent(self, agent_id: str) -> Iterator[Recorded]:
+        """The stored events that name one agent, in position order."""
+        ...
+
+    def read_range(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        types: Collection[EventType] | None = None,
+    ) -> Iterator[Recorded]:
+        """Events with since <= timestamp < until (either open), optionally of some types."""
+        ...
+
+    def query(
+        self,
+        *,
+        event_type: EventType | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[Recorded]:
+        """Events matching every given filter, newest first unless told otherwise."""
+        ...
+
+    def get(self, event_id: str) -> Recorded | None:
+        """The event with this id, or None."""
+        ...
+
+    def count_by_type(self, since: datetime | None = None) -> dict[str, int]:
+        """Stored events per event-type value, optionally only those at or after `since`."""
+        ...
+
+    def count(self) -> int:
+        """How many events are stored (the head minus what was pruned)."""
+        ...
+
+    def prefix_end(self, cutoff: datetime) -> int:
+        """The end P of the longest prefix of the stored log whose timestamps are all < cutoff
+        (the position before the first event at or after it; `head()` if there is none)."""
+        ...
+
+    def head(self) -> int:
+        """The last position ever assigned (0 for a new log); survives pruning."""
+        ...
+
+    def stream_version(self, stream_id: str) -> int:
+        """A stream's current version (0 if it has no events); survives pruning."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction around several calls; nested uses join the outer one."""
+        ...
+
+    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
+        """Store a projection's state at a position; returns the snapshot id."""
+        ...
+
+    def latest_snapshot(self, projection: str, version: int) -> SnapshotRecord | None:
+        """The newest snapshot of this projection at this version, or None."""
+        ...
+
+    def snapshots(self) -> list[SnapshotRecord]:
+        """Every stored snapshot, oldest first."""
+        ...
+
+    def delete_through(self, position: int) -> int:
+        """The prune primitive: delete every event with position <= `position`; returns the count.
+
+        The only deletion the append-only guards allow. Callers snapshot first (see pruning).
+        """
+        ...
+
+    def record_prune(
+        self,
+        first_position: int,
+        last_position: int,
+        count: int,
+        cutoff: str,
+        archive_path: str | None,
+        archive_sha256: str | None,
+    ) -> int:
+        """Record a prune in the `prunes` table; returns its id."""
+        ...
+
+    def prunes(self) -> list[PruneRecord]:
+        """Every recorded prune, oldest first."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection(s)."""
+        ...

@@ -1,0 +1,203 @@
+"""A real in-memory `EventStore` (not a mock): the fast oracle for tests and throwaway logs.
+
+It keeps encoded rows, exactly as a database would, so what it reads back is what SQLite and
+PostgreSQL read back.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from domain.codec import Row, decode, encode, timestamp_text
+from domain.errors import ConcurrencyError, InvalidEvent
+from domain.events import Event, EventType
+from domain.ids import utc_now
+from store.base import PruneRecord, Recorded, SnapshotRecord
+
+
+class MemoryEventStore:
+    """An `EventStore` held in this process's memory."""
+
+    def __init__(self) -> None:
+        self.location = ":memory:"
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._rows: dict[int, tuple[Row, int]] = {}  # position -> (row, stream_version)
+        self._by_id: dict[str, int] = {}
+        self._streams: dict[str, int] = {}
+        self._head = 0
+        self._snapshots: list[SnapshotRecord] = []
+        self._prunes: list[PruneRecord] = []
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            saved = copy.copy(self.__dict__)
+            saved = {k: copy.copy(v) for k, v in saved.items() if k != "_lock"}
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self.__dict__.update(saved)
+                raise
+            finally:
+                self._depth = 0
+
+    def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
+        if isinstance(events, Event):
+            events = [events]
+        rows = [encode(e) for e in events]
+        if expected_version is not None and len({r[7] for r in rows}) != 1:
+            raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
+        with self.transaction():
+            fresh = [r for r in dict.fromkeys(r[0] for r in rows) if r not in self._by_id]
+            if fresh and expected_version is not None:
+                actual = self._streams.get(rows[0][7], 0)
+                if actual != expected_version:
+                    raise ConcurrencyError(rows[0][7], expected_version, actual)
+            new = set(fresh)
+            for r in rows:
+                if r[0] in new:
+                    new.discard(r[0])
+                    version = self._streams.get(r[7], 0) + 1
+                    self._streams[r[7]] = version
+                    self._head += 1
+                    self._rows[self._head] = (r, version)
+                    self._by_id[r[0]] = self._head
+            return [self._by_id[r[0]] for r in rows]
+
+    def _recorded(self, position: int) -> Recorded:
+        row, version = self._rows[position]
+        id_, kind, source, task, agent, data, ts, stream, schema = row
+        return Recorded(position, stream, version,
+                        decode(position, id_, kind, source, task, agent, data, ts, schema))
+
+    def _select(self, keep: Any, after: int = 0) -> Iterator[Recorded]:
+        with self._lock:
+            positions = [p for p, (row, _) in self._rows.items() if p > after and keep(row)]
+        for p in positions:
+            with self._lock:
+                if p not in self._rows:
+                    continue
+                rec = self._recorded(p)
+            yield rec
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+        for n, rec in enumerate(self._select(lambda row: True, after)):
+            if limit is not None and n >= limit:
+                return
+            yield rec
+
+    def read_task(self, task_id: str) -> Iterator[Recorded]:
+        return self._select(lambda row: row[3] == task_id)
+
+    def read_agent(self, agent_id: str) -> Iterator[Recorded]:
+        return self._select(lambda row: row[4] == agent_id)
+
+    @staticmethod
+    def _matcher(since: datetime | None, until: datetime | None,
+                 **equal: Any) -> Any:
+        lo = timestamp_text(since) if since else None
+        hi = timestamp_text(until) if until else None
+        columns = {"event_type": 1, "source": 2, "task_id": 3, "agent_id": 4}
+        checks = [(columns[k], v.value if isinstance(v, EventType) else v)
+                  for k, v in equal.items() if v is not None]
+
+        def keep(row: Row) -> bool:
+            return ((lo is None or row[6] >= lo) and (hi is None or row[6] < hi)
+                    and all(row[i] == v for i, v in checks))
+        return keep
+
+    def read_range(self, since: datetime | None = None, until: datetime | None = None,
+                   types: Collection[EventType] | None = None) -> Iterator[Recorded]:
+        in_range = self._matcher(since, until)
+        wanted = None if types is None else {EventType(t).value for t in types}
+        return self._select(lambda row: in_range(row) and (wanted is None or row[1] in wanted))
+
+    def query(self, *, event_type: EventType | None = None, task_id: str | None = None,
+              agent_id: str | None = None, source: str | None = None,
+              since: datetime | None = None, until: datetime | None = None,
+              limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[Recorded]:
+        keep = self._matcher(since, until, event_type=event_type, task_id=task_id,
+                             agent_id=agent_id, source=source)
+        with self._lock:
+            positions = sorted((p for p, (row, _) in self._rows.items() if keep(row)),
+                               reverse=newest_first)
+            end = None if limit is None else offset + limit
+            return [self._recorded(p) for p in positions[offset:end]]
+
+    def get(self, event_id: str) -> Recorded | None:
+        with self._lock:
+            position = self._by_id.get(event_id)
+            return None if position is None or position not in self._rows else self._recorded(position)
+
+    def count_by_type(self, since: datetime | None = None) -> dict[str, int]:
+        keep = self._matcher(since, None)
+        counts: dict[str, int] = {}
+        with self._lock:
+            for row, _ in self._rows.values():
+                if keep(row):
+                    counts[row[1]] = counts.get(row[1], 0) + 1
+        return counts
+
+    def count(self) -> int:
+        return len(self._rows)
+
+    def prefix_end(self, cutoff: datetime) -> int:
+        limit = timestamp_text(cutoff)
+        with self._lock:
+            young = [p for p, (row, _) in self._rows.items() if row[6] >= limit]
+            return min(young) - 1 if young else self._head
+
+    def head(self) -> int:
+        return self._head
+
+    def stream_version(self, stream_id: str) -> int:
+        return self._streams.get(stream_id, 0)
+
+    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
+        with self.transaction():
+            record = SnapshotRecord(len(self._snapshots) + 1, projection, version, position, state,
+                                    timestamp_text(utc_now()))
+            self._snapshots.append(record)
+            return record.id
+
+    def latest_snapshot(self, projection: str, version: int) -> SnapshotRecord | None:
+        matching = [s for s in self._snapshots if (s.projection, s.version) == (projection, version)]
+        return max(matching, key=lambda s: (s.position, s.id), default=None)
+
+    def snapshots(self) -> list[SnapshotRecord]:
+        return list(self._snapshots)
+
+    def delete_through(self, position: int) -> int:
+        with self.transaction():
+            doomed = [p for p in self._rows if p <= position]
+            for p in doomed:
+                del self._by_id[self._rows.pop(p)[0][0]]
+            return len(doomed)
+
+    def record_prune(self, first_position: int, last_position: int, count: int, cutoff: str,
+                     archive_path: str | None, archive_sha256: str | None) -> int:
+        with self.transaction():
+            record = PruneRecord(len(self._prunes) + 1, first_position, last_position, count, cutoff,
+                                 timestamp_text(utc_now()), archive_path, archive_sha256)
+            self._prunes.append(record)
+            return record.id
+
+    def prunes(self) -> list[PruneRecord]:
+        return list(self._prunes)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,111 @@
+"""The SQLite schema of swarmlog, as named migrations applied on open.
+
+The first migration is ADR 017's own `event_log` table, so a database written by the seed system
+opens here and is upgraded in place: its rows get positions (in timestamp order), streams and
+versions, and from then on the log is append-only.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("swarmlog")
+
+#: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
+SCHEMA_VERSION = 2
+
+
+@migrations(name="0001_adr017_event_log")
+def _adr017_event_log(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS event_log (
+            id TEXT PRIMARY KEY,
+            event_type TEXT NOT NULL,
+            source TEXT NOT NULL,
+            task_id TEXT,
+            agent_id TEXT,
+            data TEXT,
+            timestamp TEXT NOT NULL
+        )"""
+    )
+
+
+_STREAM_OF = (
+    "CASE WHEN task_id IS NOT NULL THEN 'task-' || task_id "
+    "WHEN agent_id IS NOT NULL THEN 'agent-' || agent_id ELSE 'system' END"
+)
+
+
+@migrations(name="0002_positions_streams_append_only")
+def _positions_streams_append_only(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE event_log_v2 (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            event_type TEXT NOT NULL,
+            source TEXT NOT NULL,
+            task_id TEXT,
+            agent_id TEXT,
+            data TEXT,
+            timestamp TEXT NOT NULL,
+            stream_id TEXT NOT NULL,
+            stream_version INTEGER NOT NULL,
+            schema_version INTEGER NOT NULL DEFAULT 1,
+            UNIQUE (stream_id, stream_version)
+        )"""
+    )
+    # Rows of an ADR 017 database get positions in time order and per-stream versions.
+    db.execute(
+        f"""INSERT INTO event_log_v2 (id, event_type, source, task_id, agent_id, data, timestamp,
+                                      stream_id, stream_version)
+            SELECT id, event_type, source, task_id, agent_id, data, timestamp, stream,
+                   ROW_NUMBER() OVER (PARTITION BY stream ORDER BY timestamp, rowid)
+            FROM (SELECT *, rowid, {_STREAM_OF} AS stream FROM event_log)
+            ORDER BY timestamp, rowid"""
+    )
+    db.execute("DROP TABLE event_log")
+    db.execute("ALTER TABLE event_log_v2 RENAME TO event_log")
+    for column in ("task_id", "agent_id", "timestamp", "event_type"):
+        db.execute(f"CREATE INDEX idx_event_log_{column} ON event_log ({column})")
+    db.execute(
+        "CREATE TABLE streams (stream_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO streams SELECT stream_id, max(stream_version) FROM event_log GROUP BY stream_id"
+    )
+    db.execute(
+        """CREATE TABLE snapshots (
+            id INTEGER PRIMARY KEY,
+            projection TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX idx_snapshots_lookup ON snapshots (projection, version, position)")
+    db.execute(
+        """CREATE TABLE prunes (
+            id INTEGER PRIMARY KEY,
+            first_position INTEGER NOT NULL,
+            last_position INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            cutoff TEXT NOT NULL,
+            pruned_at TEXT NOT NULL,
+            archive_path TEXT,
+            archive_sha256 TEXT
+        )"""
+    )
+    # Append-only, enforced for every SQL client: no UPDATE ever, and DELETE only while the
+    # prune primitive holds the gate open inside its own write transaction.
+    db.execute("CREATE TABLE prune_gate (open INTEGER NOT NULL)")
+    db.execute("INSERT INTO prune_gate VALUES (0)")
+    db.execute(
+        """CREATE TRIGGER event_log_no_update BEFORE UPDATE ON event_log
+           BEGIN SELECT RAISE(ABORT, 'event_log is append-only: UPDATE is not allowed'); END"""
+    )
+    db.execute(
+        """CREATE TRIGGER event_log_no_delete BEFORE DELETE ON event_log
+           WHEN (SELECT open FROM prune_gate) IS NOT 1
+           BEGIN SELECT RAISE(ABORT, 'event_log is append-only: DELETE only through prune'); END"""
+    )

@@ -1,0 +1,364 @@
+"""The embedded SQLite event store: WAL, a busy timeout, BEGIN IMMEDIATE writes.
+
+The hot paths use the connection's own `executemany` and cursors (sqlite-utils' `insert_all`
+ran at a third of the speed); sqlite-utils serves the schema, its migrations and ad-hoc queries.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from domain.codec import Row, decode, encode, timestamp_text
+from domain.errors import ConcurrencyError, InvalidEvent, StoreError
+from domain.events import Event, EventType
+from domain.ids import utc_now
+from store.base import PruneRecord, Recorded, SnapshotRecord
+from store.schema import SCHEMA_VERSION, migrations
+
+_COLUMNS = (
+    "seq, id, event_type, source, task_id, agent_id, data, timestamp, "
+    "stream_id, stream_version, schema_version"
+)
+_INSERT = (
+    "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
+    "stream_id, schema_version, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
+_PAGE = 2000
+_CHUNK = 500  # bound variables per IN (...) lookup
+
+
+def _recorded(row: tuple[Any, ...]) -> Recorded:
+    seq, id_, kind, source, task, agent, data, ts, stream, version, schema = row
+    return Recorded(seq, stream, version, decode(seq, id_, kind, source, task, agent, data, ts, schema))
+
+
+class SQLiteEventStore:
+    """An `EventStore` in one SQLite file (or ':memory:')."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0,
+                 create: bool = True) -> None:
+        self.location = str(path)
+        if not create and self.location != ":memory:" and not Path(self.location).exists():
+            raise StoreError(f"no swarmlog database at {self.location}")
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._busy_timeout = busy_timeout
+        try:
+            self._conn = sqlite3.connect(
+                self.location, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            self._db = Database(self._conn)
+            self._migrate()
+        except sqlite3.Error as e:
+            raise self._error("open", e) from e
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _error(self, doing: str, e: sqlite3.Error) -> StoreError:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            text = f"the database stayed locked by another writer for {self._busy_timeout:g}s"
+        elif "not a database" in text or "malformed" in text:
+            text = f"{text} (is {self.location} a swarmlog SQLite file?)"
+        return StoreError(f"cannot {doing} {self.location}: {text}")
+
+    def _migrate(self) -> None:
+        found = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.location} has schema version {found}, newer than this swarmlog "
+                f"understands ({SCHEMA_VERSION}); upgrade swarmlog"
+            )
+        if found == SCHEMA_VERSION:
+            return
+        with self.transaction():  # one writer migrates; a racing opener waits, then finds it done
+            migrations.apply(self._db)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise self._error("write to", e) from e
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise self._error("commit to", e) from e
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise self._error("read", e) from e
+
+    def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
+               limit: int | None = None) -> Iterator[Recorded]:
+        """Stream rows in position order, a page at a time, holding no statement open between."""
+        left = limit
+        while left is None or left > 0:
+            size = _PAGE if left is None else min(_PAGE, left)
+            rows = self._fetch(
+                f"SELECT {_COLUMNS} FROM event_log WHERE seq > ? {where} ORDER BY seq LIMIT ?",
+                (after, *params, size),
+            )
+            for row in rows:
+                yield _recorded(row)
+            if len(rows) < size:
+                return
+            after = rows[-1][0]
+            if left is not None:
+                left -= len(rows)
+
+    # -- appending ------------------------------------------------------------------------
+
+    def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
+        if isinstance(events, Event):
+            events = [events]
+        if not events:
+            return []
+        rows = [encode(e) for e in events]  # refuses bad input before touching the database
+        if expected_version is not None and len({r[7] for r in rows}) != 1:
+            raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
+        try:
+            with self.transaction():
+                try:
+                    return self._insert(rows, expected_version)
+                except sqlite3.IntegrityError as e:
+                    if "event_log.id" not in str(e):
+                        raise
+                except ConcurrencyError:
+                    if expected_version is None:
+                        raise
+                # Some ids may be stored already (a retry): start over, skipping them; only
+                # the events not yet stored are held to the expected version.
+                self._conn.execute("ROLLBACK")
+                self._conn.execute("BEGIN IMMEDIATE")
+                return self._insert_new(rows, expected_version)
+        except sqlite3.Error as e:
+            raise self._error("append to", e) from e
+
+    def _insert_new(self, rows: list[Row], expected_version: int | None) -> list[int]:
+        stored: dict[str, int] = {}
+        ids = list({r[0] for r in rows})
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            stored.update(self._conn.execute(
+                f"SELECT id, seq FROM event_log WHERE id IN ({marks})", chunk).fetchall())
+        fresh: list[Row] = []
+        seen: set[str] = set()
+        for r in rows:
+            if r[0] not in stored and r[0] not in seen:
+                seen.add(r[0])
+                fresh.append(r)
+        if fresh:
+            stored.update(zip([r[0] for r in fresh], self._insert(fresh, expected_version), strict=True))
+        return [stored[r[0]] for r in rows]
+
+    def _insert(self, rows: list[Row], expected_version: int | None) -> list[int]:
+        streams = list({r[7] for r in rows})
+        heads: dict[str, int] = {}
+        for i in range(0, len(streams), _CHUNK):
+            chunk = streams[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            heads.update(self._conn.execute(
+                f"SELECT stream_id, version FROM streams WHERE stream_id IN ({marks})", chunk))
+        if expected_version is not None:
+            actual = heads.get(streams[0], 0)
+            if actual != expected_version:
+                raise ConcurrencyError(streams[0], expected_version, actual)
+        params = []
+        for r in rows:
+            version = heads.get(r[7], 0) + 1
+            heads[r[7]] = version
+            params.append((*r, version))
+        self._conn.executemany(_INSERT, params)
+        self._conn.executemany(
+            "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
+            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+            list(heads.items()),
+        )
+        # Under BEGIN IMMEDIATE with AUTOINCREMENT, one executemany gets consecutive positions.
+        last = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'").fetchone()[0]
+        return list(range(last - len(rows) + 1, last + 1))
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+        return self._paged("", (), after=after, limit=limit)
+
+    def read_task(self, task_id: str) -> Iterator[Recorded]:
+        return self._paged("AND task_id = ?", (task_id,))
+
+    def read_agent(self, agent_id: str) -> Iterator[Recorded]:
+        return self._paged("AND agent_id = ?", (agent_id,))
+
+    def read_range(self, since: datetime | None = None, until: datetime | None = None,
+                   types: Collection[EventType] | None = None) -> Iterator[Recorded]:
+        where, params = self._filters(since=since, until=until)
+        if types is not None:
+            if not types:
+                return iter(())
+            where.append(f"event_type IN ({','.join('?' * len(types))})")
+            params.extend(EventType(t).value for t in types)
+        return self._paged("".join(f" AND {w}" for w in where), params)
+
+    @staticmethod
+    def _filters(**given: Any) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for name, value in given.items():
+            if value is None:
+                continue
+            if name == "since":
+                where.append("timestamp >= ?")
+                params.append(timestamp_text(value))
+            elif name == "until":
+                where.append("timestamp < ?")
+                params.append(timestamp_text(value))
+            else:
+                where.append(f"{name} = ?")
+                params.append(value.value if isinstance(value, EventType) else value)
+        return where, params
+
+    def query(self, *, event_type: EventType | None = None, task_id: str | None = None,
+              agent_id: str | None = None, source: str | None = None,
+              since: datetime | None = None, until: datetime | None = None,
+              limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[Recorded]:
+        where, params = self._filters(event_type=event_type, task_id=task_id, agent_id=agent_id,
+                                      source=source, since=since, until=until)
+        sql = f"SELECT {_COLUMNS} FROM event_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ? OFFSET ?"
+        params += [-1 if limit is None else limit, offset]
+        return [_recorded(row) for row in self._fetch(sql, params)]
+
+    def get(self, event_id: str) -> Recorded | None:
+        rows = self._fetch(f"SELECT {_COLUMNS} FROM event_log WHERE id = ?", (event_id,))
+        return _recorded(rows[0]) if rows else None
+
+    def count_by_type(self, since: datetime | None = None) -> dict[str, int]:
+        if since is None:
+            rows = self._fetch("SELECT event_type, count(*) FROM event_log GROUP BY event_type")
+        else:
+            # `+event_type` keeps the planner on the timestamp index (473 ms -> 0.2 ms at 1M rows).
+            rows = self._fetch(
+                "SELECT event_type, count(*) FROM event_log WHERE timestamp >= ? "
+                "GROUP BY +event_type", (timestamp_text(since),))
+        return dict(rows)
+
+    def prefix_end(self, cutoff: datetime) -> int:
+        rows = self._fetch("SELECT seq FROM event_log WHERE timestamp >= ? ORDER BY seq LIMIT 1",
+                           (timestamp_text(cutoff),))
+        return rows[0][0] - 1 if rows else self.head()
+
+    def head(self) -> int:
+        rows = self._fetch("SELECT seq FROM sqlite_sequence WHERE name = 'event_log'")
+        return rows[0][0] if rows else 0
+
+    def count(self) -> int:
+        pruned = self._fetch("SELECT coalesce(sum(count), 0) FROM prunes")[0][0]
+        return self.head() - pruned
+
+    def stream_version(self, stream_id: str) -> int:
+        rows = self._fetch("SELECT version FROM streams WHERE stream_id = ?", (stream_id,))
+        return rows[0][0] if rows else 0
+
+    # -- snapshots and pruning ------------------------------------------------------------
+
+    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
+        try:
+            with self.transaction():
+                cur = self._conn.execute(
+                    "INSERT INTO snapshots (projection, version, position, state, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (projection, version, position, state, timestamp_text(utc_now())))
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as e:
+            raise self._error("save a snapshot to", e) from e
+
+    def latest_snapshot(self, projection: str, version: int) -> SnapshotRecord | None:
+        rows = self._fetch(
+            "SELECT id, projection, version, position, state, created_at FROM snapshots "
+            "WHERE projection = ? AND version = ? ORDER BY position DESC, id DESC LIMIT 1",
+            (projection, version))
+        return SnapshotRecord(*rows[0]) if rows else None
+
+    def snapshots(self) -> list[SnapshotRecord]:
+        rows = self._fetch(
+            "SELECT id, projection, version, position, state, created_at FROM snapshots ORDER BY id")
+        return [SnapshotRecord(*r) for r in rows]
+
+    def delete_through(self, position: int) -> int:
+        try:
+            with self.transaction():
+                self._conn.execute("UPDATE prune_gate SET open = 1")
+                cur = self._conn.execute("DELETE FROM event_log WHERE seq <= ?", (position,))
+                self._conn.execute("UPDATE prune_gate SET open = 0")
+                return cur.rowcount
+        except sqlite3.Error as e:
+            raise self._error("prune", e) from e
+
+    def record_prune(self, first_position: int, last_position: int, count: int, cutoff: str,
+                     archive_path: str | None, archive_sha256: str | None) -> int:
+        try:
+            with self.transaction():
+                cur = self._conn.execute(
+                    "INSERT INTO prunes (first_position, last_position, count, cutoff, pruned_at, "
+                    "archive_path, archive_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (first_position, last_position, count, cutoff, timestamp_text(utc_now()),
+                     archive_path, archive_sha256))
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as e:
+            raise self._error("record a prune in", e) from e
+
+    def prunes(self) -> list[PruneRecord]:
+        rows = self._fetch(
+            "SELECT id, first_position, last_position, count, cutoff, pruned_at, archive_path, "
+            "archive_sha256 FROM prunes ORDER BY id")
+        return [PruneRecord(*r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> SQLiteEventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

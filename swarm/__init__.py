@@ -1,0 +1,5 @@
+"""The application layer: the EventLog, the ADR 017 facade, the coordinator and the CLI."""
+
+from swarm.log import EventLog, PruneReport, default_location, open_store
+
+__all__ = ["EventLog", "PruneReport", "default_location", "open_store"]

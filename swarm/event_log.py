@@ -1,0 +1,127 @@
+"""The drop-in replacement for the seed's `swarm.event_log` module (ADR 017).
+
+Code written against the seed keeps working unchanged::
+
+    from swarm.event_log import log_event, EventType, get_task_events, get_event_summary
+    log_event(EventType.TASK_ASSIGNED, "coordinator", task_id="t1", agent_id="a1",
+              data={"bid_sats": 120})
+    get_task_events("t1")           # newest first
+    get_event_summary(minutes=60)   # {"task.assigned": 1}
+
+Every call validates through the typed event classes and goes to one `EventLog` on the database
+named by `$SWARMLOG_DB` (default `./swarmlog.db`). `EventLog(path_or_url)` is the non-global way.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from domain.codec import encode
+from domain.events import Event, EventType
+from domain.ids import utc_now
+from store.base import Recorded
+from swarm.log import EventLog, default_location
+
+__all__ = [
+    "EventLog",
+    "EventLogEntry",
+    "EventType",
+    "get_agent_events",
+    "get_event",
+    "get_event_summary",
+    "get_recent_events",
+    "get_task_events",
+    "list_events",
+    "log_event",
+    "prune_events",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogEntry:
+    """One logged event with the seed's attributes, plus the typed event and its position."""
+
+    id: str
+    event_type: EventType
+    source: str
+    task_id: str | None
+    agent_id: str | None
+    data: str | None  # the payload as JSON text, None when there was none
+    timestamp: str  # ISO-8601, UTC
+    event: Event
+    position: int
+
+    @classmethod
+    def of(cls, recorded: Recorded) -> EventLogEntry:
+        row = encode(recorded.event)
+        return cls(row[0], recorded.event.event_type, row[2], row[3], row[4],  # type: ignore[attr-defined]
+                   row[5], row[6], recorded.event, recorded.position)
+
+
+_lock = threading.Lock()
+_open: EventLog | None = None
+
+
+def _log() -> EventLog:
+    """The module's log, (re)opened when `$SWARMLOG_DB` names another database."""
+    global _open
+    with _lock:
+        location = default_location()
+        if _open is None or _open.location != location:
+            if _open is not None:
+                _open.close()
+            _open = EventLog(location)
+        return _open
+
+
+def log_event(event_type: EventType | str, source: str, task_id: str | None = None,
+              agent_id: str | None = None, data: dict[str, Any] | None = None) -> EventLogEntry:
+    """Validate and append one event; raises `InvalidEvent` (and stores nothing) on bad input."""
+    return EventLogEntry.of(_log().log(event_type, source, task_id, agent_id, data))
+
+
+def get_event(event_id: str) -> EventLogEntry | None:
+    """The event with this id, or None."""
+    found = _log().get(event_id)
+    return None if found is None else EventLogEntry.of(found)
+
+
+def list_events(event_type: EventType | str | None = None, task_id: str | None = None,
+                agent_id: str | None = None, source: str | None = None, limit: int = 100,
+                offset: int = 0) -> list[EventLogEntry]:
+    """Events matching every given filter, newest first, `limit` at a time from `offset`."""
+    kind = None if event_type is None else EventType(event_type)
+    found = _log().query(event_type=kind, task_id=task_id, agent_id=agent_id, source=source,
+                         limit=limit, offset=offset)
+    return [EventLogEntry.of(r) for r in found]
+
+
+def get_task_events(task_id: str) -> list[EventLogEntry]:
+    """Every stored event of a task, newest first (pruned events are gone from here)."""
+    return [EventLogEntry.of(r) for r in _log().query(task_id=task_id)]
+
+
+def get_agent_events(agent_id: str) -> list[EventLogEntry]:
+    """Every stored event that names an agent, newest first."""
+    return [EventLogEntry.of(r) for r in _log().query(agent_id=agent_id)]
+
+
+def get_recent_events(minutes: int = 60) -> list[EventLogEntry]:
+    """Events of the last `minutes` minutes, newest first."""
+    since = utc_now() - timedelta(minutes=minutes)
+    return [EventLogEntry.of(r) for r in _log().query(since=since)]
+
+
+def get_event_summary(minutes: int = 60) -> dict[str, int]:
+    """Event counts of the last `minutes` minutes by event-type value, largest first."""
+    counts = _log().store.count_by_type(utc_now() - timedelta(minutes=minutes))
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def prune_events(older_than_days: int = 30) -> int:
+    """Remove events older than `older_than_days` days (after snapshotting the read models);
+    returns how many were removed."""
+    return _log().prune(older_than=timedelta(days=older_than_days)).removed

@@ -1,0 +1,48 @@
+"""Shared fixtures: every store backend behind one `store` fixture, fresh per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from store.base import EventStore
+from store.memory import MemoryEventStore
+from store.sqlite import SQLiteEventStore
+
+settings.register_profile(
+    "swarmlog", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("swarmlog")
+
+StoreFactory = Callable[[], EventStore]
+
+
+def _memory(tmp_path: Path) -> tuple[StoreFactory, str | None]:
+    return MemoryEventStore, None
+
+
+def _sqlite(tmp_path: Path) -> tuple[StoreFactory, str | None]:
+    path = str(tmp_path / "log.db")
+    return (lambda: SQLiteEventStore(path)), path
+
+
+BACKENDS: dict[str, Callable[[Path], tuple[StoreFactory, str | None]]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+}
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreFactory, str | None]:
+    """(a factory opening the same store again, its location for other processes or None)."""
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def store(backend: tuple[StoreFactory, str | None]) -> Iterator[EventStore]:
+    opened = backend[0]()
+    yield opened
+    opened.close()
