@@ -125,6 +125,11 @@ class EventStore(Protocol):
         """A stream's current version (0 if it has no events); survives pruning."""
         ...
 
+    def wait_for_append(self, after: int, timeout: float) -> bool:
+        """Block until the head passes `after` (another process or thread appended) or `timeout`
+        seconds pass; True if it did. Polls on SQLite; LISTEN/NOTIFY on PostgreSQL."""
+        ...
+
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction around several calls; nested uses join the outer one."""
         ...

@@ -26,6 +26,7 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self.location = ":memory:"
         self._lock = threading.RLock()
+        self._appended = threading.Condition(self._lock)
         self._depth = 0
         self._rows: dict[int, tuple[Row, int]] = {}  # position -> (row, stream_version)
         self._by_id: dict[str, int] = {}
@@ -45,7 +46,7 @@ class MemoryEventStore:
                     self._depth -= 1
                 return
             saved = copy.copy(self.__dict__)
-            saved = {k: copy.copy(v) for k, v in saved.items() if k != "_lock"}
+            saved = {k: copy.copy(v) for k, v in saved.items() if k not in ("_lock", "_appended")}
             self._depth = 1
             try:
                 yield
@@ -76,6 +77,7 @@ class MemoryEventStore:
                     self._head += 1
                     self._rows[self._head] = (r, version)
                     self._by_id[r[0]] = self._head
+            self._appended.notify_all()
             return [self._by_id[r[0]] for r in rows]
 
     def _recorded(self, position: int) -> Recorded:
@@ -166,6 +168,10 @@ class MemoryEventStore:
 
     def stream_version(self, stream_id: str) -> int:
         return self._streams.get(stream_id, 0)
+
+    def wait_for_append(self, after: int, timeout: float) -> bool:
+        with self._appended:
+            return self._appended.wait_for(lambda: self._head > after, timeout)
 
     def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
         with self.transaction():

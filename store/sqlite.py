@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,6 +34,7 @@ _INSERT = (
     "stream_id, schema_version, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
 _PAGE = 2000
+_POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
 _CHUNK = 500  # bound variables per IN (...) lookup
 
 
@@ -298,6 +300,16 @@ class SQLiteEventStore:
     def stream_version(self, stream_id: str) -> int:
         rows = self._fetch("SELECT version FROM streams WHERE stream_id = ?", (stream_id,))
         return rows[0][0] if rows else 0
+
+    def wait_for_append(self, after: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.head() > after:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(_POLL_SECONDS, left))
 
     # -- snapshots and pruning ------------------------------------------------------------
 

@@ -228,3 +228,14 @@ def test_reading_100k_events_streams_in_bounded_memory(store: EventStore) -> Non
     assert seen == 100_000
     # Holding every decoded event would take well over 150 MB; a streaming read holds a page.
     assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading"
+
+
+def test_wait_for_append_wakes_when_another_thread_appends(store: EventStore) -> None:
+    import threading
+
+    assert store.wait_for_append(0, timeout=0.05) is False
+    writer = threading.Timer(0.1, lambda: store.append([bid("t", "a", 1)]))
+    writer.start()
+    assert store.wait_for_append(0, timeout=5) is True
+    writer.join()
+    assert store.wait_for_append(0, timeout=0) is True
