@@ -36,7 +36,7 @@ class PruneRecord(NamedTuple):
     id: int
     first_position: int
     last_position: int
-    count: int
+    removed: int
     cutoff: str
     pruned_at: str
     archive_path: str | None
@@ -138,8 +138,10 @@ class EventStore(Protocol):
         """Store a projection's state at a position; returns the snapshot id."""
         ...
 
-    def latest_snapshot(self, projection: str, version: int) -> SnapshotRecord | None:
-        """The newest snapshot of this projection at this version, or None."""
+    def latest_snapshot(self, projection: str, version: int,
+                        upto: int | None = None) -> SnapshotRecord | None:
+        """The newest snapshot of this projection at this version (at a position <= `upto` when
+        given), or None."""
         ...
 
     def snapshots(self) -> list[SnapshotRecord]:

@@ -180,8 +180,10 @@ class MemoryEventStore:
             self._snapshots.append(record)
             return record.id
 
-    def latest_snapshot(self, projection: str, version: int) -> SnapshotRecord | None:
-        matching = [s for s in self._snapshots if (s.projection, s.version) == (projection, version)]
+    def latest_snapshot(self, projection: str, version: int,
+                        upto: int | None = None) -> SnapshotRecord | None:
+        matching = [s for s in self._snapshots if (s.projection, s.version) == (projection, version)
+                    and (upto is None or s.position <= upto)]
         return max(matching, key=lambda s: (s.position, s.id), default=None)
 
     def snapshots(self) -> list[SnapshotRecord]:

@@ -33,14 +33,24 @@ _INSERT = (
     "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
     "stream_id, schema_version, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
+_UPSERT_HEAD = (
+    "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
+)
 _PAGE = 2000
 _POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
 _CHUNK = 500  # bound variables per IN (...) lookup
 
 
+# `Recorded` is a NamedTuple: building it with tuple.__new__ skips its Python-level __new__
+# (a tenth of the per-row glue on the read path, profiled); the result is the same object.
+_new_tuple = tuple.__new__
+
+
 def _recorded(row: tuple[Any, ...]) -> Recorded:
     seq, id_, kind, source, task, agent, data, ts, stream, version, schema = row
-    return Recorded(seq, stream, version, decode(seq, id_, kind, source, task, agent, data, ts, schema))
+    return _new_tuple(Recorded, (seq, stream, version,
+                                 decode(seq, id_, kind, source, task, agent, data, ts, schema)))
 
 
 class SQLiteEventStore:
@@ -136,8 +146,11 @@ class SQLiteEventStore:
                 f"SELECT {_COLUMNS} FROM event_log WHERE seq > ? {where} ORDER BY seq LIMIT ?",
                 (after, *params, size),
             )
-            for row in rows:
-                yield _recorded(row)
+            # _recorded inlined: this loop is the rebuild's hot path. One row at a time, so the
+            # events before a corrupt row are still yielded before its CorruptEvent.
+            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
+                yield _new_tuple(Recorded, (seq, stream, version, decode(
+                    seq, id_, kind, source, task, agent, data, ts, schema)))
             if len(rows) < size:
                 return
             after = rows[-1][0]
@@ -191,6 +204,8 @@ class SQLiteEventStore:
         return [stored[r[0]] for r in rows]
 
     def _insert(self, rows: list[Row], expected_version: int | None) -> list[int]:
+        if len(rows) == 1:
+            return self._insert_one(rows[0], expected_version)
         streams = list({r[7] for r in rows})
         heads: dict[str, int] = {}
         for i in range(0, len(streams), _CHUNK):
@@ -208,15 +223,24 @@ class SQLiteEventStore:
             heads[r[7]] = version
             params.append((*r, version))
         self._conn.executemany(_INSERT, params)
-        self._conn.executemany(
-            "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
-            "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
-            list(heads.items()),
-        )
+        self._conn.executemany(_UPSERT_HEAD, list(heads.items()))
         # Under BEGIN IMMEDIATE with AUTOINCREMENT, one executemany gets consecutive positions.
         last = self._conn.execute(
             "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'").fetchone()[0]
         return list(range(last - len(rows) + 1, last + 1))
+
+    def _insert_one(self, row: Row, expected_version: int | None) -> list[int]:
+        """`_insert` of one row (a command's or `log_event`'s append), as plain SQLite does it:
+        no IN list, no executemany, and the position from the cursor (seq is the rowid)."""
+        stream = row[7]
+        found = self._conn.execute("SELECT version FROM streams WHERE stream_id = ?",
+                                   (stream,)).fetchone()
+        actual = found[0] if found else 0
+        if expected_version is not None and actual != expected_version:
+            raise ConcurrencyError(stream, expected_version, actual)
+        seq = self._conn.execute(_INSERT, (*row, actual + 1)).lastrowid
+        self._conn.execute(_UPSERT_HEAD, (stream, actual + 1))
+        return [int(seq or 0)]
 
     # -- reading --------------------------------------------------------------------------
 
@@ -324,11 +348,13 @@ class SQLiteEventStore:
         except sqlite3.Error as e:
             raise self._error("save a snapshot to", e) from e
 
-    def latest_snapshot(self, projection: str, version: int) -> SnapshotRecord | None:
+    def latest_snapshot(self, projection: str, version: int,
+                        upto: int | None = None) -> SnapshotRecord | None:
         rows = self._fetch(
             "SELECT id, projection, version, position, state, created_at FROM snapshots "
-            "WHERE projection = ? AND version = ? ORDER BY position DESC, id DESC LIMIT 1",
-            (projection, version))
+            "WHERE projection = ? AND version = ? AND position <= ? "
+            "ORDER BY position DESC, id DESC LIMIT 1",
+            (projection, version, 2**63 - 1 if upto is None else upto))
         return SnapshotRecord(*rows[0]) if rows else None
 
     def snapshots(self) -> list[SnapshotRecord]:

@@ -1,5 +1,6 @@
 """The application layer: the EventLog, the ADR 017 facade, the coordinator and the CLI."""
 
-from swarm.log import EventLog, PruneReport, default_location, open_store
+from projections.pruning import PruneReport
+from swarm.log import EventLog, default_location, open_store
 
 __all__ = ["EventLog", "PruneReport", "default_location", "open_store"]

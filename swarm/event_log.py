@@ -62,7 +62,7 @@ class EventLogEntry:
 
 
 _lock = threading.Lock()
-_open: EventLog | None = None
+_open: tuple[str, EventLog] | None = None  # (the location asked for, the log opened there)
 
 
 def _log() -> EventLog:
@@ -70,11 +70,11 @@ def _log() -> EventLog:
     global _open
     with _lock:
         location = default_location()
-        if _open is None or _open.location != location:
+        if _open is None or _open[0] != location:
             if _open is not None:
-                _open.close()
-            _open = EventLog(location)
-        return _open
+                _open[1].close()
+            _open = (location, EventLog(location))
+        return _open[1]
 
 
 def log_event(event_type: EventType | str, source: str, task_id: str | None = None,

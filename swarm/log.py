@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from domain.codec import build_event
 from domain.errors import InvalidEvent, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
+from projections import pruning
+from projections.agents import AgentsState
+from projections.base import Projection
+from projections.pruning import PruneReport
+from projections.runner import ProjectionRunner, default_projections
+from projections.summary import SummaryState
+from projections.tasks import TasksState
+from projections.verify import VerifyReport, verify
 from store.base import EventStore, Recorded
 from store.sqlite import SQLiteEventStore
+
+#: A start-up that folds at least this many events stores a snapshot for the next one.
+SNAPSHOT_AFTER = 10_000
 
 #: Where the log lives when nobody says: `$SWARMLOG_DB`, else this file in the working directory.
 DEFAULT_DB = "swarmlog.db"
@@ -35,20 +47,15 @@ def open_store(location: str | os.PathLike[str], *, create: bool = True) -> Even
     return SQLiteEventStore(text, create=create)
 
 
-class PruneReport(NamedTuple):
-    """What a prune removed: how many events, which positions, and the cutoff used."""
-
-    removed: int
-    first_position: int | None
-    last_position: int | None
-    cutoff: datetime
-
-
 class EventLog:
-    """An open swarmlog: append typed events, query them, read the projections."""
+    """An open swarmlog: append typed events, query them, read the projections.
+
+    The read models (`tasks`, `agents`, `summary`) are folded on first use — from the newest
+    snapshots, then the events after them — and caught up on every access after that.
+    """
 
     def __init__(self, location: str | os.PathLike[str] | EventStore | None = None, *,
-                 create: bool = True) -> None:
+                 create: bool = True, projections: Sequence[Projection[Any]] | None = None) -> None:
         if location is None:
             location = default_location()
         if isinstance(location, str | os.PathLike):
@@ -56,6 +63,9 @@ class EventLog:
         else:
             self.store = location
         self.location = self.store.location
+        self.projections = list(default_projections() if projections is None else projections)
+        self.runner = ProjectionRunner(self.store, self.projections)
+        self._started = False
 
     # -- writing --------------------------------------------------------------------------
 
@@ -90,21 +100,69 @@ class EventLog:
     def events_of_task(self, task_id: str) -> Iterable[Recorded]:
         return self.store.read_task(task_id)
 
-    # -- retention ------------------------------------------------------------------------
+    # -- read models ----------------------------------------------------------------------
 
-    def prune(self, older_than: timedelta | None = None, before: datetime | None = None) -> PruneReport:
-        """Delete the longest prefix of the log older than the cutoff, in one transaction."""
+    def start(self) -> int:
+        """Fold the read models from their snapshots (idempotent); returns events read. A
+        start-up that had to fold many events leaves a snapshot, so the next one is quick."""
+        if self._started:
+            return 0
+        read = self.runner.start()
+        self._started = True
+        if read >= SNAPSHOT_AFTER:
+            with contextlib.suppress(StoreError):  # read-only: snapshots only speed up start-up
+                self.runner.snapshot()
+        return read
+
+    def catch_up(self) -> int:
+        """Fold what was appended since the last look; returns events read."""
+        return self.start() or self.runner.catch_up()
+
+    @property
+    def tasks(self) -> TasksState:
+        """Task state: status, bids, assignment, timings, tool calls, anomalies of every task."""
+        self.catch_up()
+        return self.runner.state("tasks")  # type: ignore[no-any-return]
+
+    @property
+    def agents(self) -> AgentsState:
+        """The agent roster: presence, current task, wins, sats earned, tool use."""
+        self.catch_up()
+        return self.runner.state("agents")  # type: ignore[no-any-return]
+
+    @property
+    def summary(self) -> SummaryState:
+        """Summary counts: totals by type and source, tasks by status, agents online, per minute."""
+        self.catch_up()
+        return self.runner.state("summary")  # type: ignore[no-any-return]
+
+    def snapshot(self) -> list[int]:
+        """Store every read model's state at its position; returns the snapshot ids."""
+        self.catch_up()
+        return self.runner.snapshot()
+
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Discard the read models and refold them from the whole log; returns events read."""
+        read = self.runner.rebuild(progress)
+        self._started = True
+        return read
+
+    # -- retention and checks -------------------------------------------------------------
+
+    def prune(self, older_than: timedelta | None = None, before: datetime | None = None,
+              archive: str | os.PathLike[str] | None = None, dry_run: bool = False) -> PruneReport:
+        """Delete the longest prefix of the log older than the cutoff, snapshotting every read
+        model at the cut first (and archiving the prefix to `archive`, a directory, if given)."""
         if (older_than is None) == (before is None):
             raise InvalidEvent("prune", "give exactly one of older_than= or before=")
+        if before is not None and before.tzinfo is None:
+            raise InvalidEvent("before", f"{before.isoformat()} is naive; give a timezone")
         cutoff = before if before is not None else utc_now() - older_than  # type: ignore[operator]
-        with self.store.transaction():
-            end = self.store.prefix_end(cutoff)
-            first = self.store.head() - self.store.count() + 1
-            if end < first:
-                return PruneReport(0, None, None, cutoff)
-            removed = self.store.delete_through(end)
-            self.store.record_prune(first, end, removed, cutoff.isoformat(), None, None)
-            return PruneReport(removed, first, end, cutoff)
+        return pruning.prune(self.store, self.projections, cutoff, archive, dry_run)
+
+    def verify(self) -> VerifyReport:
+        """Check the whole log end to end (see `projections.verify`)."""
+        return verify(self.store, self.projections)
 
     def close(self) -> None:
         self.store.close()

@@ -157,6 +157,9 @@ def test_snapshots_are_found_by_projection_and_version(store: EventStore) -> Non
     latest = store.latest_snapshot("tasks", 1)
     assert latest is not None and (latest.id, latest.position, latest.state) == (second, 20, '{"n": 2}')
     assert first != second and len(store.snapshots()) == 3
+    earlier = store.latest_snapshot("tasks", 1, upto=19)
+    assert earlier is not None and earlier.id == first
+    assert store.latest_snapshot("tasks", 1, upto=9) is None
 
 
 def test_delete_through_keeps_positions_and_stream_versions_going(store: EventStore) -> None:
@@ -170,7 +173,7 @@ def test_delete_through_keeps_positions_and_stream_versions_going(store: EventSt
     assert store.append([bid("t1", "a", 9)]) == [5]
     assert [r.stream_version for r in store.read()] == [3, 4, 5]
     (prune,) = store.prunes()
-    assert (prune.first_position, prune.last_position, prune.count) == (1, 2, 2)
+    assert (prune.first_position, prune.last_position, prune.removed) == (1, 2, 2)
 
 
 def test_prefix_end_stops_at_the_first_young_event(store: EventStore) -> None:

@@ -1,0 +1,140 @@
+"""Retention that loses no state: snapshot every projection at the cut, archive, then delete.
+
+`prune` runs in one write transaction. It finds the cut P (the end of the longest stored prefix
+older than the cutoff: an out-of-order young event stops it), folds every projection to exactly P,
+stores those snapshots, optionally writes events first..P to a compressed archive segment (fsynced,
+its SHA-256 recorded), records the prune, and deletes the prefix through the store's prune
+primitive. A crash at any point leaves the log as it was before or as it is after: the database
+work is one transaction, and a segment is written under a temporary name and renamed into place.
+
+`restore` is the other half: the state of a projection at the newest position its snapshots and
+the archive can reach. A projection whose version changed after a prune has no snapshot at the cut;
+it is refolded from the archive segments, and without them it fails with `ProjectionError` rather
+than silently starting from a partial log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from domain.codec import timestamp_text
+from domain.errors import ProjectionError
+from projections.base import Projection
+from store.archive import read_segment, segment_name, write_segment
+from store.base import EventStore, PruneRecord, Recorded, SnapshotRecord
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What a prune removed (or, with `dry_run`, would remove)."""
+
+    removed: int
+    first_position: int | None
+    last_position: int | None
+    cutoff: datetime
+    snapshot_ids: list[int] = field(default_factory=list)
+    archive_path: str | None = None
+    archive_sha256: str | None = None
+    dry_run: bool = False
+
+
+def first_stored(store: EventStore) -> int:
+    """The position of the oldest stored event (head + 1 when none is stored)."""
+    return store.head() - store.count() + 1
+
+
+def _segments(prunes: Sequence[PruneRecord], after: int, through: int) -> list[PruneRecord]:
+    """The archived prunes covering positions (after, through], in order, or ProjectionError."""
+    needed, covering = after + 1, []
+    for prune in sorted(prunes, key=lambda p: p.first_position):
+        if prune.last_position < needed:
+            continue
+        if prune.first_position > needed or prune.archive_path is None \
+                or not os.path.exists(prune.archive_path):
+            where = prune.archive_path or "no archive was written"
+            raise ProjectionError(
+                f"events {needed}..{through} were pruned and their archive is missing ({where}): "
+                "the read model cannot be refolded. Restore the archive segment to that "
+                "path, or keep to the swarmlog version whose projection versions match the "
+                "stored snapshots"
+            )
+        covering.append(prune)
+        needed = prune.last_position + 1
+        if needed > through:
+            return covering
+    if needed <= through:
+        raise ProjectionError(f"events {needed}..{through} are neither stored nor archived")
+    return covering
+
+
+def _load(projection: Projection[Any], snap: SnapshotRecord) -> Any:
+    try:
+        return projection.load(snap.state)
+    except Exception as e:  # a snapshot this code cannot read is not guessed around
+        raise ProjectionError(
+            f"snapshot {snap.id} of {projection.name!r} v{projection.version} (position "
+            f"{snap.position}) cannot be loaded: {e}; delete it, or rebuild"
+        ) from e
+
+
+def restore(store: EventStore, projection: Projection[Any], upto: int | None = None, *,
+            use_snapshots: bool = True) -> tuple[Any, int]:
+    """(state, position): the projection at the newest point at or before `upto` from which the
+    stored events continue — its newest snapshot of its current version (older versions are
+    ignored, so a changed fold refolds), refolded from the archive across any pruned gap; the
+    initial state at 0 on an unpruned log. The caller folds the stored events after `position`."""
+    gap_end = first_stored(store) - 1
+    snap = store.latest_snapshot(projection.name, projection.version, upto) if use_snapshots else None
+    if snap is not None and snap.position >= gap_end:
+        return _load(projection, snap), snap.position
+    state, position = (_load(projection, snap), snap.position) if snap else (projection.initial(), 0)
+    if position >= gap_end:
+        return state, position
+    for prune in _segments(store.prunes(), position, gap_end):
+        for recorded in read_segment(prune.archive_path or "", prune.archive_sha256):
+            if position < recorded.position <= gap_end:
+                state = projection.apply(state, recorded)
+    return state, gap_end
+
+
+def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: datetime,
+          archive: str | os.PathLike[str] | None = None, dry_run: bool = False) -> PruneReport:
+    """Delete the longest stored prefix older than `cutoff`, snapshotting every projection first."""
+    cutoff_text = timestamp_text(cutoff)
+    with store.transaction():
+        first, end = first_stored(store), store.prefix_end(cutoff)
+        if end < first:
+            return PruneReport(0, None, None, cutoff, dry_run=dry_run)
+        if dry_run:
+            path = None if archive is None else str(Path(archive) / segment_name(first, end))
+            return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True)
+        bases = [restore(store, p, upto=end) for p in projections]
+        states = [state for state, _ in bases]
+        start = min((position for _, position in bases), default=end)
+
+        def fold_and_pass_on() -> Iterator[Recorded]:
+            for recorded in store.read(after=start, limit=end - start):
+                for i, p in enumerate(projections):
+                    if recorded.position > bases[i][1]:
+                        states[i] = p.apply(states[i], recorded)
+                if recorded.position >= first:
+                    yield recorded
+
+        path = digest = None
+        if archive is not None:
+            path, digest = write_segment(archive, first, end, fold_and_pass_on())
+        else:
+            for _ in fold_and_pass_on():
+                pass
+        ids = [store.save_snapshot(p.name, p.version, end, p.dump(s))
+               for p, s in zip(projections, states, strict=True)]
+        store.record_prune(first, end, end - first + 1, cutoff_text, path, digest)
+        removed = store.delete_through(end)
+        if removed != end - first + 1:
+            raise ProjectionError(f"prune expected to remove {end - first + 1} events, found {removed}")
+    return PruneReport(removed, first, end, cutoff, ids, path, digest)

@@ -1,0 +1,257 @@
+"""The projection runner: load snapshots, fold the tail, catch up, follow, snapshot, rebuild.
+
+Every fold streams: events come from `store.read(after)` a page at a time, so memory is bounded by
+the read models and one page, never by the length of the log. All projections share one read
+pass; each skips what its snapshot already holds.
+
+Threads: one lock guards the states. The folding thread takes it per page (so queries never wait
+long) and a query takes it for its duration (`query`), so a `follow()` in one thread and queries
+in another never see a half-applied event. A second lock keeps two folds from interleaving.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from domain.errors import ProjectionError
+from projections.agents import AgentsProjection
+from projections.base import Projection, apply_many
+from projections.pruning import restore
+from projections.summary import SummaryProjection
+from projections.tasks import TasksProjection
+from store.base import EventStore, Recorded
+
+R = TypeVar("R")
+
+#: Events folded between two releases of the state lock (and between two progress reports).
+PAGE_SIZE = 500
+
+Progress = Callable[[int, int], None]
+
+def default_projections() -> list[Projection[Any]]:
+    """The read models every swarmlog keeps: tasks, agents, summary."""
+    return [TasksProjection(), AgentsProjection(), SummaryProjection()]
+
+
+class ProjectionRunner:
+    """Keeps projections folded up to the end of a store's log."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        projections: Sequence[Projection[Any]] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.store = store
+        self.projections = list(default_projections() if projections is None else projections)
+        names = [p.name for p in self.projections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"projection names must be unique, got {names}")
+        self._index = {name: i for i, name in enumerate(names)}
+        self._page_size = page_size
+        self._states: list[Any] = [p.initial() for p in self.projections]
+        self._positions = [0] * len(self.projections)
+        self._started = False
+        self.lock = threading.RLock()  # guards the states; hold it while reading them
+        self._folding = threading.RLock()  # one fold at a time
+
+    # -- reading the states -------------------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The position every projection has folded through."""
+        with self.lock:
+            return min(self._positions, default=0)
+
+    def positions(self) -> dict[str, int]:
+        """Each projection's position."""
+        with self.lock:
+            return {p.name: pos for p, pos in zip(self.projections, self._positions, strict=True)}
+
+    def state(self, name: str) -> Any:
+        """A projection's live state. It changes as the runner folds: from another thread than
+        the folding one, read it under `runner.lock` or through `query`."""
+        with self.lock:
+            return self._states[self._slot(name)]
+
+    def query(self, name: str, fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """`fn(state, *args, **kwargs)` on a projection's state, under the lock, e.g.
+        `runner.query("tasks", open_tasks)`."""
+        with self.lock:
+            return fn(self._states[self._slot(name)], *args, **kwargs)
+
+    def _slot(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ProjectionError(
+                f"no projection named {name!r}; this runner has: {', '.join(self._index)}"
+            ) from None
+
+    # -- folding --------------------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Restore each projection (by default from its newest snapshot of its current version:
+        older versions are ignored, so a changed fold refolds) and fold the events after them in
+        one pass from the lowest position any of them needs; returns how many were read. Raises
+        ProjectionError if events a projection needs were pruned."""
+        with self._folding:
+            self._load_snapshots(upto=None)
+            return self._fold()
+
+    def catch_up(self, on_event: Callable[[Recorded], None] | None = None) -> int:
+        """Fold the events appended since the last fold (starting first if needed); returns how
+        many were read. `on_event` sees each event once it is folded."""
+        with self._folding:
+            if not self._started:
+                self._load_snapshots(upto=None)
+            return self._fold(on_event=on_event)
+
+    def fold_to(self, position: int) -> int:
+        """Fold every projection to exactly `position` (the end of a prefix about to be pruned):
+        from snapshots at or before it if not started yet. Raises ProjectionError if a
+        projection is already past it (folds do not run backwards: use a fresh runner)."""
+        with self._folding:
+            head = self.store.head()
+            if position > head:
+                raise ProjectionError(f"cannot fold to position {position}: the log ends at {head}")
+            if not self._started:
+                self._load_snapshots(upto=position)
+            ahead = {p.name: at for p, at in zip(self.projections, self._positions, strict=True)
+                     if at > position}
+            if ahead:
+                raise ProjectionError(
+                    f"cannot fold back to position {position}: already at {ahead}; "
+                    "fold to it with a fresh ProjectionRunner"
+                )
+            return self._fold(until=position)
+
+    def follow(
+        self,
+        stop: threading.Event | None = None,
+        poll_interval: float = 0.2,
+        on_event: Callable[[Recorded], None] | None = None,
+    ) -> None:
+        """Keep folding as other processes or threads append, until `stop` is set (forever if
+        None). `on_event` sees each event once it is folded (in this thread)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            self.catch_up(on_event)
+            # Returns early when something is appended: polling on SQLite, notified on Postgres.
+            self.store.wait_for_append(self.position, poll_interval)
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Discard every state and refold the whole log (to its head when called); returns how
+        many events were read. `progress(done, total)` is called after each page. The old states
+        stay readable until the new ones replace them."""
+        with self._folding:
+            # From nothing, or across pruned history from its archive (never from snapshots).
+            restored = [restore(self.store, p, use_snapshots=False) for p in self.projections]
+            states, positions = [s for s, _ in restored], [at for _, at in restored]
+            head, total = self.store.head(), self.store.count()
+            done = 0
+            for page in _pages(self.store.read(min(positions, default=0)), head, self._page_size):
+                _fold_page(self.projections, states, positions, page)
+                done += len(page)
+                if progress is not None:
+                    progress(done, total)
+            with self.lock:
+                self._states, self._positions = states, [head] * len(states)
+                self._started = True
+            return done
+
+    def snapshot(self) -> list[int]:
+        """Store every projection's state at its position (one transaction); returns the ids."""
+        with self._folding:  # no fold moves the states between the dump and the save
+            if not self._started:
+                self.start()  # a snapshot of unloaded initial states could shadow real ones
+            with self.lock:
+                dumped = [(p, at, p.dump(state)) for p, state, at in
+                          zip(self.projections, self._states, self._positions, strict=True)]
+            with self.store.transaction():  # outside the lock: queries need not wait for disk
+                return [self.store.save_snapshot(p.name, p.version, at, text)
+                        for p, at, text in dumped]
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _load_snapshots(self, upto: int | None) -> None:
+        restored = [restore(self.store, p, upto) for p in self.projections]
+        states, positions = [s for s, _ in restored], [at for _, at in restored]
+        head = self.store.head()
+        if max(positions, default=0) > head:
+            raise ProjectionError(
+                f"a snapshot is at position {max(positions)} but the log ends at {head}: the "
+                "database was restored from an older copy; delete the newer snapshots"
+            )
+        with self.lock:
+            self._states, self._positions = states, positions
+            self._started = True
+
+    def _fold(self, until: int | None = None,
+              on_event: Callable[[Recorded], None] | None = None) -> int:
+        """Fold every event after the lowest position (through `until`) into the projections
+        that have not seen it; returns how many events were read."""
+        after, read = self.position, 0
+        for page in _pages(self.store.read(after), until, self._page_size):
+            if read == 0 and page[0].position > after + 1:
+                return self._fold_over_gap(until, on_event)
+            try:
+                with self.lock:
+                    _fold_page(self.projections, self._states, self._positions, page)
+            except Exception as e:  # a bug in a fold: reload from snapshots on the next call
+                self._started = False
+                raise ProjectionError(
+                    f"a projection failed to fold events {page[0].position}..{page[-1].position}: "
+                    f"{e!r} (a fold must never raise; this is a bug in it)"
+                ) from e
+            read += len(page)
+            if on_event is not None:
+                for recorded in page:
+                    on_event(recorded)
+        if read == 0 and (until is None or until > after) and self._pruned_after(after):
+            return self._fold_over_gap(until, on_event)
+        return read
+
+    def _pruned_after(self, after: int) -> bool:
+        """Whether the events right after `after` are gone (pruned since this runner folded)."""
+        if self.store.head() <= after:
+            return False
+        following = next(iter(self.store.read(after, limit=1)), None)  # (an append may race)
+        return following is None or following.position > after + 1
+
+    def _fold_over_gap(self, until: int | None,
+                       on_event: Callable[[Recorded], None] | None) -> int:
+        """Someone pruned events this runner had not folded yet: start again from the snapshots
+        the prune stored (or fail, if there are none to start from)."""
+        self._load_snapshots(upto=until)
+        return self._fold(until, on_event)
+
+
+def _pages(records: Iterator[Recorded], until: int | None, size: int) -> Iterable[list[Recorded]]:
+    """`records` (through position `until`) in lists of up to `size`."""
+    page: list[Recorded] = []
+    for recorded in records:
+        if until is not None and recorded.position > until:
+            break
+        page.append(recorded)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _fold_page(projections: list[Projection[Any]], states: list[Any], positions: list[int],
+               page: list[Recorded]) -> None:
+    """Fold one page into each projection, skipping the events at or before its position."""
+    first, last = page[0].position, page[-1].position
+    for i, projection in enumerate(projections):
+        at = positions[i]
+        if at >= last:
+            continue
+        todo = page if at < first else [r for r in page if r.position > at]
+        states[i] = apply_many(projection, states[i], todo)
+        positions[i] = last

@@ -1,0 +1,221 @@
+"""Pruning snapshots first: no read model changes, the archive plus the log is the history."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.codec import build_event
+from domain.errors import InvalidEvent, ProjectionError
+from domain.events import Event, EventType
+from projections.runner import ProjectionRunner, default_projections
+from projections.tasks import TasksProjection
+from store.archive import read_segment
+from store.memory import MemoryEventStore
+from swarm.log import EventLog
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TASKS, AGENTS = ["t1", "t2", "t3"], ["a1", "a2"]
+
+
+@st.composite
+def swarm_events(draw: st.DrawFn) -> Event:
+    """Swarm-shaped events over a few ids, in any order, at any of 600 minutes."""
+    kind = draw(st.sampled_from(list(EventType)))
+    data: dict[str, Any] = {}
+    if kind in (EventType.BID_SUBMITTED, EventType.TASK_ASSIGNED):
+        data["bid_sats"] = draw(st.integers(0, 500))
+    if kind in (EventType.TOOL_CALLED, EventType.TOOL_COMPLETED, EventType.TOOL_FAILED):
+        data["call_id"] = draw(st.sampled_from(["c1", "c2"]))
+    if kind is EventType.AGENT_JOINED:
+        data["name"] = "agent"
+    return build_event(kind, "test", draw(st.none() | st.sampled_from(TASKS)),
+                       draw(st.none() | st.sampled_from(AGENTS)), data,
+                       timestamp=T0 + timedelta(minutes=draw(st.integers(0, 600))))
+
+
+def full_fold(history: list[Event]) -> dict[str, Any]:
+    """The read models of the whole history, folded from nothing (the oracle)."""
+    store = MemoryEventStore()
+    if history:
+        store.append(history)
+    runner = ProjectionRunner(store, default_projections())
+    runner.start()
+    return {p.name: runner.state(p.name) for p in runner.projections}
+
+
+def states(log: EventLog) -> dict[str, Any]:
+    return {"tasks": log.tasks, "agents": log.agents, "summary": log.summary}
+
+
+def archived_then_stored(log: EventLog) -> list[Event]:
+    events = [r.event for p in log.store.prunes() if p.archive_path
+              for r in read_segment(p.archive_path, p.archive_sha256)]
+    return events + [r.event for r in log.read()]
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_prunes_at_any_cutoffs_between_appends_change_no_read_model(data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path, archive = os.path.join(tmp, "log.db"), os.path.join(tmp, "archive")
+        history: list[Event] = []
+        log = EventLog(path)
+        for _ in range(data.draw(st.integers(1, 5), label="rounds")):
+            batch = data.draw(st.lists(swarm_events(), max_size=12), label="batch")
+            if batch:
+                log.append(batch)
+                history += batch
+            if data.draw(st.booleans(), label="prune?"):
+                minute = data.draw(st.integers(0, 620), label="cutoff minute")
+                log.prune(before=T0 + timedelta(minutes=minute), archive=archive)
+                assert states(log) == full_fold(history)
+        log.close()
+        restarted = EventLog(path)
+        assert states(restarted) == full_fold(history)
+        assert archived_then_stored(restarted) == history
+        assert restarted.verify().ok, restarted.verify().problems
+        restarted.close()
+
+
+def _log_with_days(path: Path, days: list[int]) -> EventLog:
+    log = EventLog(path)
+    log.append([build_event("bid.submitted", "test", "t1", "a1", {"bid_sats": n},
+                            timestamp=T0 + timedelta(days=d)) for n, d in enumerate(days)])
+    return log
+
+
+def test_a_dry_run_reports_and_changes_nothing(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 2, 10])
+    report = log.prune(before=T0 + timedelta(days=5), archive=tmp_path / "a", dry_run=True)
+    assert (report.removed, report.first_position, report.last_position) == (3, 1, 3)
+    assert report.dry_run and report.archive_path is not None
+    assert log.store.count() == 4 and log.store.prunes() == [] and log.store.snapshots() == []
+    assert not (tmp_path / "a").exists()
+
+
+def test_pruning_an_empty_or_young_log_is_a_noop(tmp_path: Path) -> None:
+    empty = EventLog(tmp_path / "empty.db")
+    assert empty.prune(older_than=timedelta(days=1)).removed == 0
+    young = _log_with_days(tmp_path / "young.db", [0, 1])
+    assert young.prune(before=T0).removed == 0
+    assert young.store.prunes() == [] and young.store.count() == 2
+
+
+def test_pruning_twice_in_a_row_removes_nothing_the_second_time(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 9])
+    assert log.prune(before=T0 + timedelta(days=5)).removed == 2
+    again = log.prune(before=T0 + timedelta(days=5))
+    assert again.removed == 0 and len(log.store.prunes()) == 1
+
+
+def test_an_out_of_order_young_event_stops_the_prefix(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 30, 2, 3])
+    report = log.prune(before=T0 + timedelta(days=10))
+    assert (report.removed, report.last_position) == (2, 2)
+    assert [r.position for r in log.read()] == [3, 4, 5]
+
+
+def test_after_a_prune_positions_and_stream_versions_continue(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 9])
+    log.prune(before=T0 + timedelta(days=5))
+    assert log.append(build_event("task.started", "test", "t1", "a1")) == [4]
+    assert [r.stream_version for r in log.events_of_task("t1")] == [3, 4]
+    assert log.store.head() == 4 and log.store.count() == 2
+
+
+def test_prune_needs_one_cutoff_with_a_timezone(tmp_path: Path) -> None:
+    log = EventLog(tmp_path / "log.db")
+    with pytest.raises(InvalidEvent):
+        log.prune()
+    with pytest.raises(InvalidEvent):
+        log.prune(older_than=timedelta(days=1), before=T0)
+    with pytest.raises(InvalidEvent):
+        log.prune(before=datetime(2026, 1, 1))
+
+
+class TasksV2(TasksProjection):
+    """The task fold after a change: its old snapshots no longer apply."""
+
+    version = TasksProjection.version + 1
+
+
+def _projections_v2() -> list[Any]:
+    return [TasksV2() if p.name == "tasks" else p for p in default_projections()]
+
+
+def test_a_changed_projection_is_refolded_from_the_archive(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 2, 9])
+    history = [r.event for r in log.read()]
+    log.prune(before=T0 + timedelta(days=5), archive=tmp_path / "archive")
+    log.close()
+    upgraded = EventLog(tmp_path / "log.db", projections=_projections_v2())
+    assert upgraded.tasks == full_fold(history)["tasks"]
+
+
+def test_a_changed_projection_without_an_archive_fails_clearly(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 2, 9])
+    log.prune(before=T0 + timedelta(days=5))
+    log.close()
+    upgraded = EventLog(tmp_path / "log.db", projections=_projections_v2())
+    with pytest.raises(ProjectionError, match="archive"):
+        upgraded.start()
+
+
+PRUNER = """
+import sys
+from datetime import datetime
+from swarm.log import EventLog
+EventLog(sys.argv[1]).prune(before=datetime.fromisoformat(sys.argv[2]), archive=sys.argv[3])
+"""
+
+
+@pytest.mark.slow
+def test_a_prune_killed_at_any_moment_leaves_the_log_before_or_after(tmp_path: Path) -> None:
+    original = tmp_path / "original.db"
+    log = EventLog(original)
+    for day in range(20):
+        log.append([build_event("bid.submitted", "test", f"t{n % 300}", f"a{n % 9}", {"bid_sats": n},
+                                timestamp=T0 + timedelta(days=day, seconds=n)) for n in range(1500)])
+    history = [r.event for r in log.read()]
+    expected = full_fold(history)
+    log.close()
+    cutoff = (T0 + timedelta(days=10)).isoformat()
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", PRUNER, str(shutil.copy(original, tmp_path / "timing.db")),
+                    cutoff, str(tmp_path / "timing")], check=True)
+    duration = time.monotonic() - started
+    outcomes = set()
+    for attempt in range(12):
+        path = tmp_path / f"try{attempt}.db"
+        shutil.copy(original, path)
+        child = subprocess.Popen([sys.executable, "-c", PRUNER, str(path), cutoff,
+                                  str(tmp_path / f"archive{attempt}")])
+        time.sleep(duration * attempt / 11)
+        child.kill()
+        child.wait()
+        assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        reopened = EventLog(path)
+        prunes = reopened.store.prunes()
+        outcomes.add(len(prunes))
+        if prunes:
+            assert reopened.store.count() == 15_000 and prunes[0].last_position == 15_000
+        else:
+            assert reopened.store.count() == 30_000 and reopened.store.snapshots() == []
+        assert states(reopened) == expected
+        assert archived_then_stored(reopened) == history
+        assert reopened.verify().ok, reopened.verify().problems
+        reopened.close()
+    assert outcomes <= {0, 1}
