@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 from store.base import EventStore
 from store.memory import MemoryEventStore
 from store.sqlite import SQLiteEventStore
+from tests import pg
 
 settings.register_profile(
     "swarmlog", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
@@ -29,13 +30,29 @@ def _sqlite(tmp_path: Path) -> tuple[StoreFactory, str | None]:
     return (lambda: SQLiteEventStore(path)), path
 
 
+def _postgres(tmp_path: Path) -> tuple[StoreFactory, str | None]:
+    from store.postgres import PostgresEventStore
+
+    url = pg.create_database()  # on the session's server (see tests/pg.py)
+    return (lambda: PostgresEventStore(url)), url
+
+
 BACKENDS: dict[str, Callable[[Path], tuple[StoreFactory, str | None]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """A URL of the session's PostgreSQL server: $SWARMLOG_TEST_POSTGRES_URL or an embedded one,
+    started on first use. A server that cannot start fails the test; it is never skipped."""
+    return pg.server_url()
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+                        for name in BACKENDS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreFactory, str | None]:
     """(a factory opening the same store again, its location for other processes or None)."""
     return BACKENDS[request.param](tmp_path)
