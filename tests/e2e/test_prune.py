@@ -70,24 +70,39 @@ def archived_then_stored(log: EventLog) -> list[Event]:
 @given(st.data())
 def test_prunes_at_any_cutoffs_between_appends_change_no_read_model(data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path, archive = os.path.join(tmp, "log.db"), os.path.join(tmp, "archive")
-        history: list[Event] = []
-        log = EventLog(path)
-        for _ in range(data.draw(st.integers(1, 5), label="rounds")):
-            batch = data.draw(st.lists(swarm_events(), max_size=12), label="batch")
-            if batch:
-                log.append(batch)
-                history += batch
-            if data.draw(st.booleans(), label="prune?"):
-                minute = data.draw(st.integers(0, 620), label="cutoff minute")
-                log.prune(before=T0 + timedelta(minutes=minute), archive=archive)
-                assert states(log) == full_fold(history)
-        log.close()
-        restarted = EventLog(path)
-        assert states(restarted) == full_fold(history)
-        assert archived_then_stored(restarted) == history
-        assert restarted.verify().ok, restarted.verify().problems
-        restarted.close()
+        prune_and_restart(data, os.path.join(tmp, "log.db"), os.path.join(tmp, "archive"))
+
+
+@pytest.mark.postgres
+@settings(max_examples=6)
+@given(st.data())
+def test_prune_invariance_holds_on_postgres(data: st.DataObject) -> None:
+    from tests import pg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prune_and_restart(data, pg.create_database(), os.path.join(tmp, "archive"))
+
+
+def prune_and_restart(data: st.DataObject, path: str, archive: str) -> None:
+    """Appends and prunes at random cutoffs; after each prune and after a restart the read
+    models equal the fold of the whole history, and archive + log is that history."""
+    history: list[Event] = []
+    log = EventLog(path)
+    for _ in range(data.draw(st.integers(1, 5), label="rounds")):
+        batch = data.draw(st.lists(swarm_events(), max_size=12), label="batch")
+        if batch:
+            log.append(batch)
+            history += batch
+        if data.draw(st.booleans(), label="prune?"):
+            minute = data.draw(st.integers(0, 620), label="cutoff minute")
+            log.prune(before=T0 + timedelta(minutes=minute), archive=archive)
+            assert states(log) == full_fold(history)
+    log.close()
+    restarted = EventLog(path)
+    assert states(restarted) == full_fold(history)
+    assert archived_then_stored(restarted) == history
+    assert restarted.verify().ok, restarted.verify().problems
+    restarted.close()
 
 
 def _log_with_days(path: Path, days: list[int]) -> EventLog:

@@ -404,7 +404,20 @@ class SwarmLifecycleOnSQLite(SwarmLifecycle):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class SwarmLifecycleOnPostgres(SwarmLifecycleOnSQLite):
+    """The same swarm on a real PostgreSQL database (a fresh one per example)."""
+
+    def open_store(self) -> EventStore:
+        from store.postgres import PostgresEventStore
+        from tests import pg
+
+        self.folder = Path(tempfile.mkdtemp(prefix="swarmlog-"))
+        return PostgresEventStore(pg.create_database())
+
+
 TestSwarmLifecycle = SwarmLifecycle.TestCase
 TestSwarmLifecycle.settings = settings(max_examples=100, stateful_step_count=60)
 TestSwarmLifecycleOnSQLite = SwarmLifecycleOnSQLite.TestCase
 TestSwarmLifecycleOnSQLite.settings = settings(max_examples=12, stateful_step_count=40)
+TestSwarmLifecycleOnPostgres = pytest.mark.postgres(SwarmLifecycleOnPostgres.TestCase)
+TestSwarmLifecycleOnPostgres.settings = settings(max_examples=5, stateful_step_count=30)
