@@ -87,7 +87,10 @@ def restore(store: EventStore, projection: Projection[Any], upto: int | None = N
     """(state, position): the projection at the newest point at or before `upto` from which the
     stored events continue — its newest snapshot of its current version (older versions are
     ignored, so a changed fold refolds), refolded from the archive across any pruned gap; the
-    initial state at 0 on an unpruned log. The caller folds the stored events after `position`."""
+    initial state at 0 on an unpruned log. The caller folds the stored events after `position`.
+
+    Without snapshots (a rebuild) the pruned history is refolded from the archive, or, where there
+    is none, taken from the snapshot the last prune stored at the cut."""
     gap_end = first_stored(store) - 1
     snap = store.latest_snapshot(projection.name, projection.version, upto) if use_snapshots else None
     if snap is not None and snap.position >= gap_end:
@@ -95,7 +98,16 @@ def restore(store: EventStore, projection: Projection[Any], upto: int | None = N
     state, position = (_load(projection, snap), snap.position) if snap else (projection.initial(), 0)
     if position >= gap_end:
         return state, position
-    for prune in _segments(store.prunes(), position, gap_end):
+    try:
+        segments = _segments(store.prunes(), position, gap_end)
+    except ProjectionError:
+        # A rebuild without the archive starts where the stored log does: from the snapshot the
+        # prune took there (the fold of everything before it), if this version has one.
+        at_cut = store.latest_snapshot(projection.name, projection.version, gap_end)
+        if use_snapshots or at_cut is None or at_cut.position != gap_end:
+            raise
+        return _load(projection, at_cut), gap_end
+    for prune in segments:
         for recorded in read_segment(prune.archive_path or "", prune.archive_sha256):
             if position < recorded.position <= gap_end:
                 state = projection.apply(state, recorded)

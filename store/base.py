@@ -117,6 +117,10 @@ class EventStore(Protocol):
         (the position before the first event at or after it; `head()` if there is none)."""
         ...
 
+    def size_bytes(self) -> int | None:
+        """How much space the log's database takes (None where that is not a thing)."""
+        ...
+
     def head(self) -> int:
         """The last position ever assigned (0 for a new log); survives pruning."""
         ...

@@ -163,6 +163,9 @@ class MemoryEventStore:
             young = [p for p, (row, _) in self._rows.items() if row[6] >= limit]
             return min(young) - 1 if young else self._head
 
+    def size_bytes(self) -> int | None:
+        return None
+
     def head(self) -> int:
         return self._head
 

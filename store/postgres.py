@@ -413,6 +413,10 @@ class PostgresEventStore:
             "ORDER BY seq LIMIT 1), (SELECT head FROM log_head))", (timestamp_text(cutoff),))
         return int(rows[0][0])
 
+    def size_bytes(self) -> int | None:
+        rows = self._fetch("SELECT pg_total_relation_size('event_log')")
+        return int(rows[0][0])
+
     def head(self) -> int:
         return int(self._fetch("SELECT head FROM log_head")[0][0])
 

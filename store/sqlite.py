@@ -169,21 +169,34 @@ class SQLiteEventStore:
             raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
         try:
             with self.transaction():
+                # A savepoint, so that a failed append inside a caller's transaction takes back
+                # only its own rows, and the retry below never touches the caller's work.
+                self._conn.execute("SAVEPOINT swarmlog_append")
                 try:
-                    return self._insert(rows, expected_version)
-                except sqlite3.IntegrityError as e:
-                    if "event_log.id" not in str(e):
-                        raise
-                except ConcurrencyError:
-                    if expected_version is None:
-                        raise
-                # Some ids may be stored already (a retry): start over, skipping them; only
-                # the events not yet stored are held to the expected version.
-                self._conn.execute("ROLLBACK")
-                self._conn.execute("BEGIN IMMEDIATE")
-                return self._insert_new(rows, expected_version)
+                    positions = self._insert_or_skip_stored(rows, expected_version)
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK TO swarmlog_append")
+                        self._conn.execute("RELEASE swarmlog_append")
+                    raise
+                self._conn.execute("RELEASE swarmlog_append")
+                return positions
         except sqlite3.Error as e:
             raise self._error("append to", e) from e
+
+    def _insert_or_skip_stored(self, rows: list[Row], expected_version: int | None) -> list[int]:
+        try:
+            return self._insert(rows, expected_version)
+        except sqlite3.IntegrityError as e:
+            if "event_log.id" not in str(e):
+                raise
+        except ConcurrencyError:
+            if expected_version is None:
+                raise
+        # Some ids may be stored already (a retry): start over, skipping them; only the events
+        # not yet stored are held to the expected version.
+        self._conn.execute("ROLLBACK TO swarmlog_append")
+        return self._insert_new(rows, expected_version)
 
     def _insert_new(self, rows: list[Row], expected_version: int | None) -> list[int]:
         stored: dict[str, int] = {}
@@ -312,6 +325,10 @@ class SQLiteEventStore:
         rows = self._fetch("SELECT seq FROM event_log WHERE timestamp >= ? ORDER BY seq LIMIT 1",
                            (timestamp_text(cutoff),))
         return rows[0][0] - 1 if rows else self.head()
+
+    def size_bytes(self) -> int | None:
+        pages, size = self._fetch("SELECT * FROM pragma_page_count(), pragma_page_size()")[0]
+        return int(pages * size)
 
     def head(self) -> int:
         rows = self._fetch("SELECT seq FROM sqlite_sequence WHERE name = 'event_log'")

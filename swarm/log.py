@@ -160,6 +160,31 @@ class EventLog:
         cutoff = before if before is not None else utc_now() - older_than  # type: ignore[operator]
         return pruning.prune(self.store, self.projections, cutoff, archive, dry_run)
 
+    def status(self) -> dict[str, Any]:
+        """Where the log stands, read from the store without folding anything: head, count,
+        size, each read model's snapshot and position and lag behind the head, snapshots, prunes."""
+        store = self.store
+        head = store.head()
+        folded = self.runner.positions() if self._started else {}
+        models = {}
+        for p in self.projections:
+            snap = store.latest_snapshot(p.name, p.version)
+            at = folded.get(p.name, 0 if snap is None else snap.position)
+            models[p.name] = {"version": p.version, "position": at, "lag": head - at,
+                              "snapshot_position": None if snap is None else snap.position}
+        snapshots = store.snapshots()
+        return {
+            "location": self.location, "head": head, "count": store.count(),
+            "size_bytes": store.size_bytes(), "projections": models,
+            "snapshots": len(snapshots),
+            "newest_snapshots": [{"id": s.id, "projection": s.projection, "version": s.version,
+                                  "position": s.position, "created_at": s.created_at}
+                                 for s in snapshots[-len(self.projections):]],
+            "prunes": [{"first": r.first_position, "last": r.last_position, "removed": r.removed,
+                        "cutoff": r.cutoff, "pruned_at": r.pruned_at, "archive": r.archive_path}
+                       for r in store.prunes()],
+        }
+
     def verify(self) -> VerifyReport:
         """Check the whole log end to end (see `projections.verify`)."""
         return verify(self.store, self.projections)

@@ -189,6 +189,15 @@ def test_a_changed_projection_without_an_archive_fails_clearly(tmp_path: Path) -
         upgraded.start()
 
 
+def test_a_rebuild_after_a_prune_refolds_the_archive_or_starts_at_the_cut(tmp_path: Path) -> None:
+    for archive in (tmp_path / "archive", None):
+        log = _log_with_days(tmp_path / f"log{archive is None}.db", [0, 1, 2, 9])
+        expected = full_fold([r.event for r in log.read()])
+        log.prune(before=T0 + timedelta(days=5), archive=archive)
+        assert log.rebuild() == 1  # the one stored event; the rest from the archive or the cut
+        assert states(log) == expected
+
+
 PRUNER = """
 import sys
 from datetime import datetime

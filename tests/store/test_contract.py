@@ -242,3 +242,15 @@ def test_wait_for_append_wakes_when_another_thread_appends(store: EventStore) ->
     assert store.wait_for_append(0, timeout=5) is True
     writer.join()
     assert store.wait_for_append(0, timeout=0) is True
+
+
+def test_a_retried_append_inside_a_transaction_keeps_the_transactions_other_work(
+        store: EventStore) -> None:
+    stored, first, second = bid("t", "a", 1), bid("t", "a", 2), bid("t", "a", 3)
+    store.append([stored])
+    with store.transaction():
+        store.append([first])
+        assert store.append([stored, second]) == [1, 3]
+        with pytest.raises(ConcurrencyError):
+            store.append([bid("t", "a", 4)], expected_version=0)
+    assert [r.event for r in store.read()] == [stored, first, second]

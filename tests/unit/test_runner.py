@@ -183,7 +183,7 @@ def test_startup_refuses_to_guess_when_pruned_events_are_missing(make_store: Any
     with pytest.raises(ProjectionError, match=r"were pruned and their archive is missing"):
         ProjectionRunner(store).start()
     with pytest.raises(ProjectionError, match="were pruned"):
-        ProjectionRunner(store).rebuild()
+        ProjectionRunner(store).rebuild()  # and no snapshot at the cut to start from either
 
 
 def test_startup_after_a_prune_uses_the_snapshots_taken_before_it(make_store: Any) -> None:
