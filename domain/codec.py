@@ -8,6 +8,7 @@ UTC ISO-8601 with microseconds, so that text order is time order.
 
 from __future__ import annotations
 
+import json
 import re
 import reprlib
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ _dumps = orjson.dumps
 _KINDS: dict[str, EventType] = {t.value: t for t in EventType}
 _SHORT = reprlib.Repr()  # bounded reprs: hostile input may be huge or nested thousands deep
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
+_LONG_DIGITS = re.compile(rb"\d{19}")
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -126,16 +128,33 @@ def build_event(
         raise InvalidEvent(*_field_of(e)) from None
 
 
+def _whole_number(text: str) -> int:
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        shown = text if len(text) <= 30 else text[:30] + "…"
+        raise InvalidEvent("data", f"the integer {shown} does not fit in 64 bits; "
+                                   "send it as a string")
+    return number
+
+
+def _check_storable(blob: bytes) -> None:
+    """Refuse a payload that could not be stored and read back exactly: too big, a NUL
+    character (PostgreSQL cannot store one), or an integer beyond 64 bits (read back as float)."""
+    if len(blob) > MAX_DATA_BYTES:
+        raise InvalidEvent("data", f"is {len(blob)} bytes as JSON; the limit is {MAX_DATA_BYTES}")
+    if b"\\u0000" in blob and _NUL_ESCAPE.search(blob):
+        raise InvalidEvent("data", "contains a NUL character (\\u0000), which cannot be stored")
+    if _LONG_DIGITS.search(blob):  # rare: only then parse, to look at the integers themselves
+        json.loads(blob, parse_int=_whole_number)
+
+
 def encode_plain(event: Event) -> Row:
     """The storage row of a typed event, step by step: the oracle `encode` must always equal."""
     try:
         blob = event.data.model_dump_json(exclude_unset=True).encode()  # type: ignore[attr-defined]
     except (PydanticSerializationError, UnicodeEncodeError) as e:
         raise InvalidEvent("data", f"cannot be serialised as JSON: {e}") from None
-    if len(blob) > MAX_DATA_BYTES:
-        raise InvalidEvent("data", f"is {len(blob)} bytes as JSON; the limit is {MAX_DATA_BYTES}")
-    if b"\\u0000" in blob and _NUL_ESCAPE.search(blob):
-        raise InvalidEvent("data", "contains a NUL character (\\u0000), which cannot be stored")
+    _check_storable(blob)
     return (
         event.id,
         event.event_type.value,  # type: ignore[attr-defined]
@@ -163,10 +182,7 @@ def encode(event: Event) -> Row:
         blob = data.__pydantic_serializer__.to_json(data, exclude_unset=True)
     except (PydanticSerializationError, UnicodeEncodeError) as e:
         raise InvalidEvent("data", f"cannot be serialised as JSON: {e}") from None
-    if len(blob) > MAX_DATA_BYTES:
-        raise InvalidEvent("data", f"is {len(blob)} bytes as JSON; the limit is {MAX_DATA_BYTES}")
-    if b"\\u0000" in blob and _NUL_ESCAPE.search(blob):
-        raise InvalidEvent("data", "contains a NUL character (\\u0000), which cannot be stored")
+    _check_storable(blob)
     moment = event.timestamp
     if moment.tzinfo is UTC and moment.microsecond:
         stamp = _dumps(moment)[1:-1].decode()  # orjson omits a zero fraction: isoformat below

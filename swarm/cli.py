@@ -343,6 +343,34 @@ def status(as_json: bool) -> None:
 
 
 @cli.command()
+@_json_option
+@_db_option
+def verify(as_json: bool) -> None:
+    """Check the whole log: every row parses, positions and stream versions are gapless (after
+    the recorded prunes), snapshots load, archive segments match their SHA-256. Exit code 2 when
+    anything is wrong, with every problem listed.
+
+    \b
+    Example:
+        swarmlog verify
+    """
+    report = _open().verify()
+    data = {"ok": report.ok, "events": report.events, "streams": report.streams,
+            "snapshots": report.snapshots, "archives": report.archives,
+            "problem_count": report.problem_count, "problems": report.problems}
+    if as_json:
+        _emit_json(data)
+    else:
+        checked = (f"checked {report.events} events in {report.streams} streams, "
+                   f"{report.snapshots} snapshots, {report.archives} archive segments")
+        click.echo(checked + (": all good" if report.ok else ""))
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise SwarmlogError(f"{report.problem_count} problem(s) found in {_open().location}")
+
+
+@cli.command()
 @_db_option
 def rebuild() -> None:
     """Refold every read model from the stored log, with a progress bar.

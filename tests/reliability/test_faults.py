@@ -1,0 +1,177 @@
+"""Faults injected for real: a full disk, a lock held too long, broken and hostile files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from domain.errors import CorruptEvent, StoreError
+from domain.events import BidSubmitted, Event, SystemErrorLogged
+from store.sqlite import SQLiteEventStore
+from swarm.cli import cli
+from swarm.log import EventLog
+
+
+def bids(n: int, start: int = 0) -> list[Event]:
+    return [BidSubmitted(source="test", task_id=f"t{i % 50}", agent_id="a", data={"bid_sats": i,
+                         "padding": "x" * 500}) for i in range(start, start + n)]
+
+
+def swarmlog(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_a_full_disk_fails_the_append_whole_and_the_log_recovers(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "log.db")
+    store.append(bids(100))
+    conn = store._conn  # the test's one reach inside: SQLite's own quota stands in for the disk
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages + 5}")
+    with pytest.raises(StoreError, match="full"):
+        store.append(bids(2000, start=100))
+    assert store.head() == 100 and store.count() == 100
+    assert [r.position for r in store.read()] == list(range(1, 101))
+    conn.execute("PRAGMA max_page_count = 1073741823")  # space returns
+    assert store.append(bids(2000, start=100))[-1] == 2100
+    assert store.stream_version("task-t0") == 2100 // 50
+    store.close()
+
+
+@pytest.mark.postgres
+def test_a_failing_statement_on_postgres_fails_the_append_whole_and_the_log_recovers() -> None:
+    from store.postgres import PostgresEventStore
+    from tests import pg
+
+    url = pg.create_database()
+    store = PostgresEventStore(url)
+    store.append(bids(10))
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as admin:  # the disk fills up on the 11th row
+        admin.execute("""CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS $$
+                         BEGIN IF NEW.seq > 10 THEN RAISE EXCEPTION 'could not extend file: '
+                         'No space left on device' USING ERRCODE = 'disk_full'; END IF;
+                         RETURN NEW; END $$""")
+        admin.execute("CREATE TRIGGER full_disk BEFORE INSERT ON event_log "
+                      "FOR EACH ROW EXECUTE FUNCTION full_disk()")
+        with pytest.raises(StoreError, match="space"):
+            store.append(bids(5, start=10))
+        assert store.head() == 10 and store.count() == 10
+        admin.execute("DROP TRIGGER full_disk ON event_log")
+    assert store.append(bids(5, start=10)) == [11, 12, 13, 14, 15]
+    store.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_a_clear_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    store = SQLiteEventStore(path, busy_timeout=0.3)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError, match=r"locked by another writer for 0\.3s"):
+        store.append(bids(1))
+    other.execute("ROLLBACK")
+    assert store.append(bids(1)) == [1]
+
+
+def test_a_truncated_database_gives_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    with EventLog(path) as log:
+        log.append(bids(3000))
+    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 3)
+    with pytest.raises(StoreError, match=r"malformed|not a database") as raised, EventLog(path) as log:
+        list(log.read())
+    assert str(path) in str(raised.value)
+    code, output = swarmlog("status", "--db", str(path))
+    assert code == 2 and "error:" in output
+
+
+def test_a_file_that_is_not_a_database_is_reported_by_status(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(os.urandom(8192))
+    code, output = swarmlog("status", "--db", str(path))
+    assert code == 2 and "not a database" in output
+
+
+def test_a_read_only_database_reads_but_refuses_appends_clearly() -> None:
+    tmp_path = Path(tempfile.mkdtemp())  # (pytest's own tmp dirs are closed to other users)
+    path = tmp_path / "log.db"
+    with EventLog(path) as log:
+        log.append(bids(5))
+    sqlite3.connect(path).execute("PRAGMA journal_mode=DELETE")  # no -wal/-shm left behind
+    os.chmod(path, 0o444)
+    os.chmod(tmp_path, 0o555)
+    script = f"""
+import os, sys
+from domain.errors import StoreError
+from domain.events import SystemErrorLogged
+from swarm.log import EventLog
+if os.geteuid() == 0:
+    os.setgid(65534); os.setuid(65534)  # root ignores file modes: test as nobody
+log = EventLog({str(path)!r}, create=False)
+print("read", len(list(log.read())), log.summary.total)
+try:
+    log.append(SystemErrorLogged(source="x"))
+except StoreError as e:
+    print("refused", e)
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              cwd=Path(__file__).parents[2], timeout=60)
+    finally:
+        os.chmod(tmp_path, 0o755)
+        shutil.rmtree(tmp_path)
+    assert "read 5 5" in done.stdout, done.stderr
+    assert "refused cannot" in done.stdout and "readonly" in done.stdout, done.stdout
+
+
+def test_rows_forged_behind_swarmlogs_back_are_named_by_seq_everywhere(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    with EventLog(path) as log:
+        log.append([*bids(10), SystemErrorLogged(source="x")])
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("DROP TRIGGER event_log_no_update")
+    raw.execute("UPDATE event_log SET data = '{broken' WHERE seq = 4")
+    raw.execute("UPDATE event_log SET event_type = 'task.teleported' WHERE seq = 7")
+    raw.close()
+    with EventLog(path) as log:
+        with pytest.raises(CorruptEvent) as raised:
+            list(log.read())
+        assert raised.value.seq == 4
+        report = log.verify()
+        assert not report.ok and report.events == 11
+        assert any("seq 4" in p for p in report.problems)
+        assert any("seq 7" in p and "task.teleported" in p for p in report.problems)
+    code, output = swarmlog("verify", "--db", str(path))
+    assert code == 2 and "seq 4" in output and "seq 7" in output
+    code, output = swarmlog("status", "--db", str(path))
+    assert code == 0  # status reads no rows: it still shows where the log stands
+    code, output = swarmlog("summary", "--db", str(path))
+    assert code == 2 and "corrupt event at seq 4" in output
+
+
+def test_a_database_copied_back_from_an_older_backup_is_noticed(tmp_path: Path) -> None:
+    path, backup = tmp_path / "log.db", tmp_path / "backup.db"
+    with EventLog(path) as log:
+        log.append(bids(10))
+    shutil.copy(path, backup)
+    with EventLog(path) as log:
+        log.append(bids(10, start=10))
+        log.snapshot()
+        snapshots = log.store.snapshots()
+    with EventLog(backup) as old:
+        for s in snapshots:  # the newer snapshots, as if restored next to the older log
+            old.store.save_snapshot(s.projection, s.version, s.position, s.state)
+        report = old.verify()
+        assert not report.ok and any("past the head" in p for p in report.problems)

@@ -1,0 +1,82 @@
+"""kill -9 at random moments loses no committed batch and invents nothing (long: marked slow)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from projections.runner import ProjectionRunner
+from store.memory import MemoryEventStore
+from swarm.log import EventLog
+
+pytestmark = pytest.mark.slow
+
+
+def start(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "tests.reliability.workers", *args])
+
+
+def fold_of_what_is_stored(log: EventLog) -> dict[str, object]:
+    oracle = MemoryEventStore()
+    events = [r.event for r in log.read()]
+    if events:
+        oracle.append(events)
+    runner = ProjectionRunner(oracle)
+    runner.start()
+    return {p.name: runner.state(p.name) for p in runner.projections}
+
+
+def check_log(path: Path) -> int:
+    """The invariants after a crash; returns how many events are stored."""
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    raw.close()
+    log = EventLog(path)
+    records = list(log.read())
+    assert [r.position for r in records] == list(range(1, len(records) + 1))
+    sizes = Counter((r.event.source, r.event.data.model_extra["batch"]) for r in records)
+    for r in records:  # every batch wholly present or wholly absent
+        assert sizes[(r.event.source, r.event.data.model_extra["batch"])] == \
+            r.event.data.model_extra["size"]
+    report = log.verify()
+    assert report.ok, report.problems
+    live = {"tasks": log.tasks, "agents": log.agents, "summary": log.summary}
+    assert live == fold_of_what_is_stored(log)
+    log.close()
+    return len(records)
+
+
+def test_a_writer_killed_at_random_moments_leaves_whole_batches(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    EventLog(path).close()
+    rng = random.Random(17)
+    stored = 0
+    for attempt in range(12):
+        writer = start("append", str(path), f"w{attempt}")
+        time.sleep(rng.uniform(0.4, 1.2))  # past start-up (~0.3 s), into the appends
+        writer.kill()
+        writer.wait()
+        now = check_log(path)
+        assert now >= stored  # nothing committed is ever lost
+        stored = now
+    assert stored > 0
+
+
+def test_a_snapshotting_process_killed_at_random_moments_leaves_loadable_snapshots(
+        tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    EventLog(path).close()
+    rng = random.Random(23)
+    for attempt in range(5):
+        worker = start("snapshot", str(path), f"s{attempt}")
+        time.sleep(rng.uniform(0.5, 1.5))
+        worker.kill()
+        worker.wait()
+        check_log(path)

@@ -1,0 +1,85 @@
+"""Processes the reliability tests start, kill and watch: `python -m tests.reliability.workers
+KIND LOCATION [ARGS]`.
+
+- `append LOCATION NAME`: append batches forever; every event says its batch and its size.
+- `snapshot LOCATION NAME`: append and snapshot in turn, forever.
+- `tail LOCATION OUT SECONDS`: tail the log for SECONDS and write every position and id seen.
+- `write LOCATION NAME SECONDS`: append small batches for SECONDS; write how many and any error.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+
+from domain.errors import SwarmlogError
+from domain.events import BidSubmitted, Event
+from swarm.log import EventLog, open_store
+
+
+def batch(name: str, number: int, size: int) -> list[Event]:
+    return [BidSubmitted(source=name, task_id=f"{name}-t{(number + i) % 13}", agent_id=f"a{i % 5}",
+                         data={"bid_sats": i, "batch": number, "size": size})
+            for i in range(size)]
+
+
+def append_forever(location: str, name: str) -> None:
+    store = open_store(location)
+    rng = random.Random(name)
+    number = 0
+    while True:
+        number += 1
+        store.append(batch(name, number, rng.randint(1, 60)))
+        time.sleep(0.002)  # a swarm's pace, not a benchmark's: keeps the checks after a kill quick
+
+
+def snapshot_forever(location: str, name: str) -> None:
+    log = EventLog(location)
+    number = 0
+    while True:
+        number += 1
+        log.append(batch(name, number, 200))
+        log.snapshot()
+
+
+def tail(location: str, out: str, seconds: float) -> None:
+    store = open_store(location)
+    seen: list[tuple[int, str]] = []
+    after, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for recorded in store.read(after=after):
+            seen.append((recorded.position, recorded.event.id))
+            after = recorded.position
+        store.wait_for_append(after, 0.2)
+    time.sleep(1.0)  # the writers have stopped: read what is left
+    seen.extend((r.position, r.event.id) for r in store.read(after=after))
+    with open(out, "w") as f:
+        json.dump(seen, f)
+
+
+def write(location: str, name: str, seconds: float, out: str) -> None:
+    store = open_store(location)
+    appended, errors, number = 0, [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        number += 1
+        try:
+            appended += len(store.append(batch(name, number, 1 + number % 20)))
+        except SwarmlogError as e:  # must not happen within the busy timeout
+            errors.append(str(e))
+    with open(out, "w") as f:
+        json.dump({"appended": appended, "errors": errors}, f)
+
+
+if __name__ == "__main__":
+    kind, location, *rest = sys.argv[1:]
+    if kind == "append":
+        append_forever(location, rest[0])
+    elif kind == "snapshot":
+        snapshot_forever(location, rest[0])
+    elif kind == "tail":
+        tail(location, rest[0], float(rest[1]))
+    elif kind == "write":
+        write(location, rest[0], float(rest[1]), rest[2])
