@@ -24,6 +24,7 @@ from domain.events import Event, EventType
 from domain.ids import utc_now
 from store.base import PruneRecord, Recorded, SnapshotRecord
 from store.schema import SCHEMA_VERSION, migrations
+from store.sql import filters
 
 _COLUMNS = (
     "seq, id, event_type, source, task_id, agent_id, data, timestamp, "
@@ -294,7 +295,7 @@ class SQLiteEventStore:
 
     def read_range(self, since: datetime | None = None, until: datetime | None = None,
                    types: Collection[EventType] | None = None) -> Iterator[Recorded]:
-        where, params = self._filters(since=since, until=until)
+        where, params = filters("?", since=since, until=until)
         if types is not None:
             if not types:
                 return iter(())
@@ -302,29 +303,11 @@ class SQLiteEventStore:
             params.extend(EventType(t).value for t in types)
         return self._paged("".join(f" AND {w}" for w in where), params)
 
-    @staticmethod
-    def _filters(**given: Any) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        for name, value in given.items():
-            if value is None:
-                continue
-            if name == "since":
-                where.append("timestamp >= ?")
-                params.append(timestamp_text(value))
-            elif name == "until":
-                where.append("timestamp < ?")
-                params.append(timestamp_text(value))
-            else:
-                where.append(f"{name} = ?")
-                params.append(value.value if isinstance(value, EventType) else value)
-        return where, params
-
     def query(self, *, event_type: EventType | None = None, task_id: str | None = None,
               agent_id: str | None = None, source: str | None = None,
               since: datetime | None = None, until: datetime | None = None,
               limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[Recorded]:
-        where, params = self._filters(event_type=event_type, task_id=task_id, agent_id=agent_id,
+        where, params = filters("?", event_type=event_type, task_id=task_id, agent_id=agent_id,
                                       source=source, since=since, until=until)
         sql = f"SELECT {_COLUMNS} FROM event_log"
         if where:
