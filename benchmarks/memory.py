@@ -1,0 +1,94 @@
+"""Rebuild memory, measured in a fresh process: `python -m benchmarks.memory DB`.
+
+Prints one JSON object: the resident set size before the rebuild (imports done, log open), the
+peak during it (the kernel's high-water mark `VmHWM`, reset just before the rebuild; not
+`ru_maxrss`, which survives exec and so starts at the forking parent's size) and the size after
+it with the read models still held. A streaming rebuild peaks at about what it keeps; one that
+buffers the log (or a page of decoded events per projection) peaks well above it.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from typing import Any
+
+import orjson
+import psutil
+
+
+def _rss_mb() -> float:
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+class _Sampler(threading.Thread):
+    """Where the high-water mark cannot be reset: sample the RSS every few milliseconds."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = _rss_mb()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.002):
+            self.peak = max(self.peak, _rss_mb())
+
+
+def measure(path: str) -> dict[str, Any]:
+    from swarm.log import EventLog
+
+    log = EventLog(path)
+    log.store.head()  # the connection and its caches are warm before the baseline
+    gc.collect()
+    before = _rss_mb()
+    sampler = None if _reset_peak() else _Sampler()
+    if sampler is not None:
+        sampler.start()
+    started = time.perf_counter()
+    read = log.rebuild()
+    seconds = time.perf_counter() - started
+    if sampler is None:
+        peak = _peak_mb()
+    else:
+        sampler.done.set()
+        sampler.join()
+        peak = sampler.peak
+    gc.collect()
+    after = _rss_mb()
+    held = [log.runner.state(p.name) for p in log.projections]  # the read models stay alive
+    result = {
+        "events": read,
+        "seconds": seconds,
+        "rss_before_mb": before,
+        "peak_method": "VmHWM" if sampler is None else "sampled",
+        "peak_mb": peak,
+        "rss_after_mb": after,
+        "peak_growth_mb": peak - before,
+        "kept_growth_mb": after - before,
+    }
+    del held
+    log.close()
+    return result
+
+
+if __name__ == "__main__":
+    sys.stdout.write(orjson.dumps(measure(sys.argv[1])).decode() + "\n")

@@ -1,0 +1,396 @@
+"""The measurements. Each compares swarmlog with its baselines in the same run, interleaved.
+
+The machine is shared and noisy, so no figure is compared with one from another run: the sides
+of a comparison take turns (batch by batch, event by event, call by call, rotating who goes
+first), and only their ratio is judged.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks import plans
+from benchmarks.peer import PeerLog
+from benchmarks.raw import SUMMARY_SQL_NAIVE, RawLog
+from benchmarks.report import Row
+from benchmarks.workload import Spec, swarm_specs
+from domain.codec import build_event, encode, timestamp_text
+from domain.events import Event
+from domain.ids import utc_now
+from swarm.log import EventLog
+
+BATCH = 1000
+now = time.perf_counter
+
+
+@dataclass
+class Config:
+    """Sizes of one run."""
+
+    events: int
+    quick: bool
+    workdir: Path
+    seed: int = 17
+
+    @property
+    def single(self) -> int:  # single-event transactions per side
+        return min(1000 if self.quick else 2000, max(self.events // 4, 50))
+
+    @property
+    def tail(self) -> int:  # events after the snapshot in the start-up test
+        return min(1000, max(self.events // 10, 10))
+
+    @property
+    def small(self) -> int:  # the small log of the start-up comparison
+        return min(10_000, max(self.events // 5, 100))
+
+    @property
+    def samples(self) -> int:  # get_task_events calls per side
+        return 300 if self.quick else 1000
+
+    @property
+    def total(self) -> int:
+        return self.events + self.single + self.tail
+
+
+def settle() -> None:
+    """Collect, then freeze what the harness holds (the peer's aggregates, the task ids seen...)
+    out of the collector's sight: the garbage collector's full passes cost in proportion to the
+    whole heap, and the heap being timed must be the product's, not the benchmark's."""
+    gc.collect()
+    gc.freeze()
+
+
+def to_event(s: Spec) -> Event:
+    """What `log_event` does with loose arguments: validate them into a typed event."""
+    return build_event(s.event_type, s.source, s.task_id, s.agent_id, s.data,
+                       timestamp=s.timestamp, id=s.id)
+
+
+_order = random.Random(4242)
+
+
+def _rotations(k: int, sides: int) -> list[int]:
+    """The order the sides take their turn in, shuffled each time: a plain rotation of three
+    makes one side follow a given other (say the peer's fsync) twice as often as the next."""
+    order = list(range(sides))
+    _order.shuffle(order)
+    return order
+
+
+class Run:
+    """One benchmark run over three logs of the same swarm: swarmlog, raw SQLite, the peer."""
+
+    def __init__(self, cfg: Config, say: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.say = say
+        self.rows: list[Row] = []
+        self.extra: dict[str, Any] = {}
+        cfg.workdir.mkdir(parents=True, exist_ok=True)
+        self.paths = {k: str(cfg.workdir / f"{k}.db") for k in ("swarmlog", "raw", "peer", "small")}
+        for p in self.paths.values():
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(p + suffix):
+                    os.remove(p + suffix)
+        self.end = utc_now()
+        self.specs: Iterator[Spec] = swarm_specs(cfg.total, cfg.seed, self.end)
+        self.tasks: dict[str, None] = {}
+        self.agents: dict[str, None] = {}
+        self.median_ts: datetime | None = None
+        self.seen = 0
+        self.first_id = ""
+
+    def _take(self, n: int) -> list[Spec]:
+        chunk = list(islice(self.specs, n))
+        for s in chunk:
+            if s.task_id is not None:
+                self.tasks[s.task_id] = None
+            if s.agent_id is not None:
+                self.agents[s.agent_id] = None
+            self.seen += 1
+            if self.seen == 1:
+                self.first_id = s.id
+            if self.seen == self.cfg.total // 2:
+                self.median_ts = s.timestamp
+        return chunk
+
+    # -- appends ------------------------------------------------------------------------------
+
+    def appends(self) -> None:
+        """Rounds of 5 batches; in each round the three sides take turns (shuffled). A side's
+        figure is the median of its per-round rates: one stall of the shared disk (the peer's
+        fsyncs feel them most) moves one round, not the result. Totals are in the JSON."""
+        cfg = self.cfg
+        self.log = EventLog(self.paths["swarmlog"])
+        self.raw = RawLog(self.paths["raw"])
+        self.peer = PeerLog(self.paths["peer"])
+        spent = {"swarmlog": 0.0, "raw": 0.0, "peer": 0.0, "build": 0.0, "stage": 0.0}
+        rates: dict[str, list[float]] = {"swarmlog": [], "raw": [], "peer": []}
+        done, k = 0, 0
+        while done < cfg.events:
+            chunk = self._take(min(5 * BATCH, cfg.events - done))
+            started = now()
+            events = [to_event(s) for s in chunk]
+            spent["build"] += now() - started
+            rows = [encode(e) for e in events]  # the raw side's pre-serialised tuples
+            settle()
+            cuts = range(0, len(chunk), BATCH)
+            took = {"swarmlog": 0.0, "raw": 0.0, "peer": 0.0}
+            for side in _rotations(k, 3):
+                if side == 0:
+                    started = now()
+                    for i in cuts:
+                        self.log.append(events[i : i + BATCH])
+                    took["swarmlog"] = now() - started
+                elif side == 1:
+                    started = now()
+                    for i in cuts:
+                        self.raw.append(rows[i : i + BATCH])
+                    took["raw"] = now() - started
+                else:
+                    for i in cuts:
+                        started = now()
+                        staged = self.peer.stage(chunk[i : i + BATCH])
+                        spent["stage"] += now() - started
+                        started = now()
+                        self.peer.save(staged)
+                        took["peer"] += now() - started
+            for name, seconds in took.items():
+                spent[name] += seconds
+                rates[name].append(len(chunk) / seconds)
+            done += len(chunk)
+            k += 1
+            if k % 20 == 0 or done == cfg.events:
+                self.say(f"  appended {done:,}/{cfg.events:,}")
+        n = cfg.events
+        rate = {name: statistics.median(r) for name, r in rates.items()}
+        op = f"batch append, {BATCH:,} events/txn"
+        self.rows += [
+            Row(op, "events/s", rate["swarmlog"], "raw", rate["raw"], 0.6,
+                note="median of per-round rates"),
+            Row(op, "events/s", rate["swarmlog"], "peer", rate["peer"], 2.0,
+                note="median of per-round rates"),
+            Row("build events from loose args (validation; info)", "events/s",
+                n / spent["build"], "peer", n / spent["stage"],
+                note="swarmlog build_event vs the peer's aggregate command methods"),
+        ]
+        self.extra["append_totals_events_per_s"] = {
+            name: n / spent[name] for name in ("swarmlog", "raw", "peer")}
+
+    def singles(self) -> None:
+        chunk = self._take(self.cfg.single)
+        spent = [0.0, 0.0, 0.0]
+        for k, s in enumerate(chunk):
+            event = to_event(s)
+            row = encode(event)
+            staged = self.peer.stage([s])
+            for side in _rotations(k, 3):
+                started = now()
+                if side == 0:
+                    self.log.append(event)
+                elif side == 1:
+                    self.raw.append_one(row)
+                else:
+                    self.peer.save(staged)
+                spent[side] += now() - started
+        # The peer's aggregates were kept only to stage its appends; they are not its read path.
+        self.peer.aggregates.clear()
+        n = len(chunk)
+        op = "single-event append, 1 txn each"
+        self.rows += [Row(op, "events/s", n / spent[0], "raw", n / spent[1], 0.8),
+                      Row(op, "events/s", n / spent[0], "peer", n / spent[2], 2.0,
+                          note="peer: library defaults (this SQLite build's synchronous=FULL)")]
+
+    # -- reading everything back ----------------------------------------------------------------
+
+    def rebuilds(self) -> None:
+        reps = 2 if self.cfg.quick else 1
+        best = [float("inf")] * 3
+        counts = [0, 0, 0]
+        self.log.close()
+        for k in range(reps):
+            for side in _rotations(k, 3):
+                if side == 0:
+                    if k:
+                        self.log.close()
+                    self.log = EventLog(self.paths["swarmlog"])  # kept: snapshotted below
+                started = now()
+                if side == 0:
+                    counts[0] = self.log.rebuild()
+                elif side == 1:
+                    counts[1], _ = self.raw.rebuild()
+                else:
+                    counts[2] = self.peer.read_all()
+                best[side] = min(best[side], now() - started)
+        if len(set(counts)) != 1:
+            raise RuntimeError(f"the three logs differ in length: {counts}")
+        rates = [counts[i] / best[i] for i in range(3)]
+        op = "full rebuild, three projections"
+        self.rows += [
+            Row(op, "events/s", rates[0], "raw", rates[1], 0.5,
+                note="raw: scan + orjson + dict fold"),
+            Row(op, "events/s", rates[0], "peer", rates[2], 1.5,
+                note="peer: read every event back and decode it"),
+        ]
+        self.extra["rebuild_seconds"] = {"swarmlog": best[0], "raw": best[1], "peer": best[2]}
+        names = [f"task-{t}" for t in islice(self.tasks, 0, None, max(len(self.tasks) // 300, 1))]
+        started = now()
+        rebuilt = self.peer.reconstruct(names)
+        self.extra["peer_reconstruct_events_per_s"] = rebuilt / (now() - started)
+        self.peer.close()
+
+    # -- start-up with a snapshot ---------------------------------------------------------------
+
+    def startups(self) -> None:
+        cfg = self.cfg
+        self.log.snapshot()  # at the head; then a tail of events arrives
+        tail = self._take(cfg.tail)
+        events = [to_event(s) for s in tail]
+        self.log.append(events)
+        self.raw.append([encode(e) for e in events])
+        self.log.close()
+        small_specs = list(islice(swarm_specs(cfg.total, cfg.seed, self.end), cfg.small + cfg.tail))
+        small = EventLog(self.paths["small"])
+        for i in range(0, cfg.small, BATCH):
+            small.append([to_event(s) for s in small_specs[i : min(i + BATCH, cfg.small)]])
+        small.rebuild()
+        small.snapshot()
+        small.append([to_event(s) for s in small_specs[cfg.small :]])
+        small.close()
+        times: dict[str, list[float]] = {"large": [], "small": []}
+        for k in range(7):
+            for which in (("large", "small") if k % 2 else ("small", "large")):
+                path = self.paths["swarmlog" if which == "large" else "small"]
+                started = now()
+                log = EventLog(path)
+                read = log.start()
+                times[which].append(now() - started)
+                log.close()
+                if read != cfg.tail:
+                    raise RuntimeError(f"start-up of the {which} log read {read}, not {cfg.tail}")
+        large, small_s = statistics.median(times["large"]), statistics.median(times["small"])
+        self.rows.append(Row(f"start-up from snapshot + {cfg.tail:,}-event tail, at {self.seen:,} events",
+                             "s", large, f"at {cfg.small:,}", small_s, 1.5, higher_is_better=False,
+                             note="EventLog(path).start(): open, load the snapshots, fold the tail"))
+        self.extra["startup_seconds"] = times
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def task_events(self) -> None:
+        os.environ["SWARMLOG_DB"] = self.paths["swarmlog"]
+        from swarm import event_log as facade
+
+        rng = random.Random(self.cfg.seed)
+        ids = rng.sample(list(self.tasks), min(self.cfg.samples, len(self.tasks)))
+        for t in ids[:20]:  # warm both connections and the page cache
+            facade.get_task_events(t)
+            self.raw.task_events(t)
+        ours: list[float] = []
+        theirs: list[float] = []
+        for k, t in enumerate(ids):
+            for side in _rotations(k, 2):
+                started = now()
+                if side == 0:
+                    got = len(facade.get_task_events(t))
+                    ours.append(now() - started)
+                else:
+                    want = len(self.raw.task_events(t))
+                    theirs.append(now() - started)
+            if got != want:
+                raise RuntimeError(f"get_task_events({t!r}) returned {got} events, raw {want}")
+        p50 = [statistics.median(x) * 1000 for x in (ours, theirs)]
+        p99 = [sorted(x)[int(0.99 * (len(x) - 1))] * 1000 for x in (ours, theirs)]
+        self.rows += [Row("get_task_events p50", "ms", p50[0], "raw", p50[1], None,
+                          higher_is_better=False),
+                      Row("get_task_events p99", "ms", p99[0], "raw", p99[1], 3.0,
+                          higher_is_better=False)]
+
+    def summary(self) -> None:
+        from swarm import event_log as facade
+
+        ours: list[float] = []
+        theirs: list[float] = []
+        facade.get_event_summary(60)
+        for k in range(40 if self.cfg.quick else 60):
+            for side in _rotations(k, 2):
+                started = now()
+                if side == 0:
+                    got = facade.get_event_summary(60)
+                    ours.append(now() - started)
+                else:
+                    since = timestamp_text(utc_now() - timedelta(minutes=60))
+                    want = self.raw.summary(since)
+                    theirs.append(now() - started)
+        if sum(got.values()) != sum(want.values()) and abs(sum(got.values()) - sum(want.values())) > 5:
+            raise RuntimeError(f"get_event_summary disagrees with raw: {got} vs {want}")
+        since = timestamp_text(utc_now() - timedelta(minutes=60))
+        started = now()
+        self.raw.summary(since, SUMMARY_SQL_NAIVE)
+        self.extra["summary_default_plan_ms"] = (now() - started) * 1000
+        self.rows.append(Row(f"get_event_summary(60) at {self.seen:,} events", "ms",
+                             statistics.median(ours) * 1000, "raw", statistics.median(theirs) * 1000,
+                             2.0, higher_is_better=False,
+                             note="raw: GROUP BY +event_type on the timestamp index"))
+
+    def explain(self) -> None:
+        task = next(iter(self.tasks))
+        agent = next(iter(self.agents))
+        self.extra["plans"] = plans.explain(self.paths["swarmlog"], task, agent, self.first_id)
+
+    # -- memory and pruning ---------------------------------------------------------------------
+
+    def memory(self) -> None:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.memory", self.paths["swarmlog"]],
+                             capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        found = orjson.loads(out.stdout.strip().splitlines()[-1])
+        self.extra["memory"] = found
+        self.rows.append(Row(f"rebuild memory: peak RSS growth vs kept, {found['events']:,} events",
+                             "MB", found["peak_growth_mb"], "kept", found["kept_growth_mb"], 1.2,
+                             higher_is_better=False))
+
+    def prune(self) -> None:
+        op = f"prune half of {self.seen:,} events (snapshot + archive)"
+        log = EventLog(self.paths["swarmlog"])
+        if "archive" not in inspect.signature(log.prune).parameters or self.median_ts is None:
+            self.rows.append(Row(op, "s", None, "raw DELETE", None, 3.0, higher_is_better=False,
+                                 note="EventLog.prune(before=, archive=) not available yet"))
+            log.close()
+            return
+        archive = self.cfg.workdir / "archive"
+        archive.mkdir(exist_ok=True)
+        try:
+            started = now()
+            report = log.prune(before=self.median_ts, archive=archive)
+            ours = now() - started
+        except Exception as e:  # report the gap rather than lose the run
+            self.rows.append(Row(op, "s", None, "raw DELETE", None, 3.0, higher_is_better=False,
+                                 note=f"prune failed: {e!r}"[:200]))
+            return
+        finally:
+            log.close()
+        started = now()
+        removed = self.raw.delete_through(report.last_position or 0)
+        theirs = now() - started
+        if removed != report.removed:
+            raise RuntimeError(f"prune removed {report.removed}, raw DELETE {removed}")
+        self.rows.append(Row(op, "s", ours, "raw DELETE", theirs, 3.0, higher_is_better=False,
+                             note=f"{report.removed:,} events removed"))
+
+    def close(self) -> None:
+        self.raw.close()
