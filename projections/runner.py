@@ -26,7 +26,10 @@ from store.base import EventStore, Recorded
 R = TypeVar("R")
 
 #: Events folded between two releases of the state lock (and between two progress reports).
-PAGE_SIZE = 500
+#: Small on purpose: decoded events held in a page outlive the collector's young generation and
+#: get promoted, and full collections then walk the whole read model; at 500 a 1M-event rebuild
+#: spent 11 of its 25 s in 86 full collections, at 50 it runs 8 (profiled).
+PAGE_SIZE = 50
 
 Progress = Callable[[int, int], None]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from domain.errors import CorruptEvent, StoreError
 from domain.events import BidSubmitted, EventType, TaskCreated
 from store.schema import SCHEMA_VERSION
 from store.sqlite import SQLiteEventStore
+
+T_HOUR = datetime(2026, 1, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -108,3 +112,38 @@ def test_the_log_is_in_wal_mode_with_the_adr_indexes(path: str) -> None:
                if row[4]}
     for column in ("task_id", "agent_id", "timestamp", "event_type"):
         assert any(f"({column})" in sql for sql in indexed), column
+
+
+def _plan(store: SQLiteEventStore, call: Callable[[], object]) -> str:
+    """The query plan of the last event_log query `call` ran."""
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        store._conn.set_trace_callback(None)
+    sql = [s for s in seen if "FROM event_log" in s][-1]
+    return " | ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [({"task_id": "t1", "event_type": EventType.BID_SUBMITTED}, "idx_event_log_task_id"),
+     ({"agent_id": "a1", "since": T_HOUR}, "idx_event_log_agent_id"),
+     ({"since": T_HOUR}, "idx_event_log_timestamp"),
+     ({"since": T_HOUR, "until": T_HOUR, "event_type": EventType.BID_SUBMITTED, "limit": 5},
+      "idx_event_log_timestamp"),
+     ({"event_type": EventType.TASK_FAILED, "limit": 10}, "idx_event_log_event_type")],
+)
+def test_every_query_walks_the_index_of_its_most_selective_filter(path: str, filters: dict,  # type: ignore[type-arg]
+                                                                   index: str) -> None:
+    with SQLiteEventStore(path) as store:
+        plan = _plan(store, lambda: store.query(**filters))
+        assert index in plan and "SCAN event_log" not in plan.replace(f"USING INDEX {index}", "")
+
+
+def test_time_ranges_use_the_timestamp_index_and_the_prune_cut_sorts_nothing(path: str) -> None:
+    with SQLiteEventStore(path) as store:
+        assert "idx_event_log_timestamp" in _plan(store, lambda: list(store.read_range(T_HOUR)))
+        # The cut walks the log from its start and stops at the first young event: no sort.
+        assert "TEMP B-TREE" not in _plan(store, lambda: store.prefix_end(T_HOUR))
