@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.codec import MAX_DATA_BYTES, build_event, decode, encode
+from domain.codec import MAX_DATA_BYTES, build_event, decode, decode_plain, encode, encode_plain
 from domain.errors import CorruptEvent, InvalidEvent
 from domain.events import EVENT_CLASSES, Event, EventType, TaskAssigned, ToolCompleted
 from store.memory import MemoryEventStore
@@ -152,3 +152,30 @@ def test_a_payload_from_a_newer_schema_is_reported_as_corrupt_with_its_seq() -> 
     with pytest.raises(CorruptEvent, match="newer") as raised:
         decode(4, "e4", "task.created", "c", None, None, None, "2026-01-01T00:00:00.000000+00:00", 7)
     assert raised.value.seq == 4
+
+
+@given(events())
+def test_the_fast_encode_and_decode_equal_their_plain_oracles(event: Event) -> None:
+    row = encode(event)
+    assert row == encode_plain(event)
+    args = (7, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[8])
+    fast, plain = decode(*args), decode_plain(*args)
+    assert fast == plain == event and fast.timestamp.tzinfo is plain.timestamp.tzinfo
+
+
+junk = st.none() | st.text(max_size=12) | st.sampled_from(
+    ['{"bid_sats": -1}', "[]", "{", '{"x": 1}', "null", '{"duration": 2}'])
+
+
+@given(kind=st.sampled_from([t.value for t in EventType]) | st.text(max_size=8),
+       data=junk, stamp=st.sampled_from(["2026-01-01T00:00:00.000000+00:00", "yesterday", ""]),
+       version=st.integers(0, 3))
+def test_fast_decode_fails_exactly_like_the_plain_one(kind: str, data: str | None, stamp: str,
+                                                     version: int) -> None:
+    def outcome(fn: Any) -> Any:
+        try:
+            return fn(3, "e3", kind, "src", "t", None, data, stamp, version)
+        except CorruptEvent as e:
+            return (e.seq, e.reason)
+
+    assert outcome(decode) == outcome(decode_plain)
