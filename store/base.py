@@ -7,6 +7,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from domain.codec import Row, encode
+from domain.errors import InvalidEvent
 from domain.events import Event, EventType
 
 
@@ -41,6 +43,15 @@ class PruneRecord(NamedTuple):
     pruned_at: str
     archive_path: str | None
     archive_sha256: str | None
+
+
+def encode_batch(events: Sequence[Event] | Event, expected_version: int | None) -> list[Row]:
+    """The rows of a batch to append, every event validated before any backend touches its
+    database; `expected_version` needs the batch to be in one stream."""
+    rows = [encode(events)] if isinstance(events, Event) else [encode(e) for e in events]
+    if expected_version is not None and len({r[7] for r in rows}) > 1:
+        raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
+    return rows
 
 
 @runtime_checkable

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from domain.codec import Row, decode, encode, timestamp_text
-from domain.errors import ConcurrencyError, InvalidEvent
+from domain.codec import Row, decode, timestamp_text
+from domain.errors import ConcurrencyError
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord
+from store.base import PruneRecord, Recorded, SnapshotRecord, encode_batch
 
 
 class MemoryEventStore:
@@ -57,11 +57,9 @@ class MemoryEventStore:
                 self._depth = 0
 
     def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
-        if isinstance(events, Event):
-            events = [events]
-        rows = [encode(e) for e in events]
-        if expected_version is not None and len({r[7] for r in rows}) != 1:
-            raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
+        rows = encode_batch(events, expected_version)  # bad input refused before any I/O
+        if not rows:
+            return []
         with self.transaction():
             fresh = [r for r in dict.fromkeys(r[0] for r in rows) if r not in self._by_id]
             if fresh and expected_version is not None:

@@ -38,11 +38,11 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from domain.codec import Row, decode, encode, timestamp_text
-from domain.errors import ConcurrencyError, InvalidEvent, StoreError
+from domain.codec import Row, decode, timestamp_text
+from domain.errors import ConcurrencyError, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord
+from store.base import PruneRecord, Recorded, SnapshotRecord, encode_batch
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from store.sql import filters
 
@@ -264,13 +264,9 @@ class PostgresEventStore:
     # -- appending ------------------------------------------------------------------------
 
     def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
-        if isinstance(events, Event):
-            events = [events]
-        if not events:
+        rows = encode_batch(events, expected_version)  # bad input refused before any I/O
+        if not rows:
             return []
-        rows = [encode(e) for e in events]  # refuses bad input before touching the database
-        if expected_version is not None and len({r[7] for r in rows}) != 1:
-            raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
         with self._writing("append to") as tx:
             return self._append(tx, rows, expected_version)
 

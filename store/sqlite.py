@@ -18,11 +18,11 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from domain.codec import Row, decode, encode, timestamp_text
-from domain.errors import ConcurrencyError, InvalidEvent, StoreError
+from domain.codec import Row, decode, timestamp_text
+from domain.errors import ConcurrencyError, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord
+from store.base import PruneRecord, Recorded, SnapshotRecord, encode_batch
 from store.schema import SCHEMA_VERSION, migrations
 from store.sql import filters
 
@@ -176,13 +176,9 @@ class SQLiteEventStore:
     # -- appending ------------------------------------------------------------------------
 
     def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
-        if isinstance(events, Event):
-            events = [events]
-        if not events:
+        rows = encode_batch(events, expected_version)  # bad input refused before any I/O
+        if not rows:
             return []
-        rows = [encode(e) for e in events]  # refuses bad input before touching the database
-        if expected_version is not None and len({r[7] for r in rows}) != 1:
-            raise InvalidEvent("expected_version", "applies to one stream; the batch spans several")
         try:
             with self.transaction():
                 if self._depth == 1:
