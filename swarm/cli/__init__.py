@@ -1,0 +1,11 @@
+"""The `swarmlog` command: a thin click layer over `EventLog`, rendered with rich.
+
+Each command parses, calls the library, renders. Every listing takes `--json` (the same rows the
+table shows). Errors are one line on stderr and exit code 2; the database is opened in one place,
+`_open`, from `--db`, `$SWARMLOG_DB` or ./swarmlog.db (a `postgresql://` URL works too).
+"""
+
+from swarm.cli import maintenance, reading  # each registers its commands on `cli`
+from swarm.cli.app import cli, main
+
+__all__ = ["cli", "main", "maintenance", "reading"]

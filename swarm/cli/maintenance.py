@@ -1,0 +1,230 @@
+"""Commands that check, fold, prune, move or make logs: verify, rebuild, snapshot, prune,
+export, import, demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from domain.errors import SwarmlogError
+from projections.agents import get_agent
+from swarm import render
+from swarm.cli.app import (
+    cli,
+    db_option,
+    emit_json,
+    fail,
+    json_option,
+    make_console,
+    moment,
+    open_log,
+    print_tables,
+    progress,
+    summary_data,
+)
+from swarm.demo import DemoConfig, run_demo
+from swarm.jsonl import JsonLines, export_events, import_events
+from swarm.timeparse import DURATION_HELP, MOMENT_HELP, parse_duration
+
+# -- maintaining the log --------------------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+@db_option
+def verify(as_json: bool) -> None:
+    """Check the whole log: every row parses, positions and stream versions are gapless (after
+    the recorded prunes), snapshots load, archive segments match their SHA-256. Exit code 2 when
+    anything is wrong, with every problem listed.
+
+    \b
+    Example:
+        swarmlog verify
+    """
+    report = open_log().verify()
+    data = {"ok": report.ok, "events": report.events, "streams": report.streams,
+            "snapshots": report.snapshots, "archives": report.archives,
+            "problem_count": report.problem_count, "problems": report.problems}
+    if as_json:
+        emit_json(data)
+    else:
+        checked = (f"checked {report.events} events in {report.streams} streams, "
+                   f"{report.snapshots} snapshots, {report.archives} archive segments")
+        click.echo(checked + (": all good" if report.ok else ""))
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise SwarmlogError(f"{report.problem_count} problem(s) found in {open_log().location}")
+
+
+@cli.command()
+@db_option
+def rebuild() -> None:
+    """Refold every read model from the stored log, with a progress bar.
+
+    \b
+    Example:
+        swarmlog rebuild
+    """
+    log = open_log()
+    began = time.perf_counter()
+    with progress("rebuilding") as update:
+        log.rebuild(progress=update)
+    took = time.perf_counter() - began
+    click.echo(f"rebuilt the read models up to position {log.store.head()} in {took:.2f}s")
+
+
+@cli.command()
+@db_option
+def snapshot() -> None:
+    """Snapshot every read model at the log's head (start-up then folds only what follows).
+
+    \b
+    Example:
+        swarmlog snapshot
+    """
+    log = open_log()
+    ids = log.snapshot()
+    click.echo(f"saved {len(ids)} snapshots (ids {', '.join(map(str, ids))}) at position {log.store.head()}")
+
+
+@cli.command()
+@click.option("--older-than", metavar="AGE", help=f"Prune events older than AGE: {DURATION_HELP}.")
+@click.option("--before", metavar="WHEN", help="Prune events before WHEN (an ISO-8601 date/time).")
+@click.option("--archive", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write the pruned events to a compressed archive segment in DIR first.")
+@click.option("--dry-run", is_flag=True, help="Only report what would be pruned.")
+@json_option
+@db_option
+def prune(older_than: str | None, before: str | None, archive: str | None, dry_run: bool,
+          as_json: bool) -> None:
+    """Delete old events after snapshotting every read model, so no state is lost.
+
+    \b
+    Example:
+        swarmlog prune --older-than 30d --archive ./archive --dry-run
+    """
+    if (older_than is None) == (before is None):
+        raise click.UsageError("give exactly one of --older-than AGE or --before WHEN")
+    kwargs: dict[str, Any] = {"archive": archive, "dry_run": dry_run}
+    if older_than is not None:
+        try:
+            kwargs["older_than"] = parse_duration(older_than)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--older-than") from None
+    else:
+        kwargs["before"] = moment(before, "--before")
+    report = open_log().prune(**kwargs)
+    data = {"removed": report.removed, "first_position": report.first_position,
+            "last_position": report.last_position, "cutoff": report.cutoff,
+            "dry_run": getattr(report, "dry_run", dry_run),
+            "snapshot_ids": list(getattr(report, "snapshot_ids", [])),
+            "archive_path": getattr(report, "archive_path", None),
+            "archive_sha256": getattr(report, "archive_sha256", None)}
+    if as_json:
+        emit_json(data)
+        return
+    verb = "would prune" if dry_run else "pruned"
+    if not report.removed:
+        click.echo(f"nothing to prune: no stored event is older than {data['cutoff']:%Y-%m-%d %H:%M:%S} UTC")
+        return
+    click.echo(f"{verb} {report.removed} events (positions {report.first_position}.."
+               f"{report.last_position}) older than {data['cutoff']:%Y-%m-%d %H:%M:%S} UTC")
+    if data["archive_path"]:
+        click.echo(f"archive: {data['archive_path']}"
+                   + (f" (sha256 {data['archive_sha256']})" if data["archive_sha256"] else ""))
+
+
+@cli.command("export")
+@click.option("--since", metavar="WHEN", help=f"Only events at or after WHEN: {MOMENT_HELP}.")
+@click.option("--until", metavar="WHEN", help="Only events before WHEN.")
+@click.option("-o", "--output", type=click.File("wb"), default="-", metavar="FILE",
+              help="Write to FILE instead of standard output.")
+@db_option
+def export_(since: str | None, until: str | None, output: Any) -> None:
+    """Write events as JSON lines, oldest first (`swarmlog import` reads them back).
+
+    \b
+    Example:
+        swarmlog export --since 30d > events.jsonl
+    """
+    start, end = moment(since, "--since"), moment(until, "--until")
+    store = open_log().store
+    export_events(store.read_range(since=start, until=end) if start or end else store.read(), output)
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE")
+@db_option
+def import_(path: str) -> None:
+    """Append the events of a JSON-lines file (as `swarmlog export` writes), keeping their ids.
+
+    Every line is validated first: one bad line is reported with its line number and nothing is
+    stored. Events already in the log (same id) are skipped, so importing twice is harmless.
+
+    \b
+    Example:
+        swarmlog import events.jsonl --db copy.db
+    """
+    if path != "-" and not Path(path).is_file():
+        fail(f"no such file: {path}")
+    source = JsonLines(path)
+    count = source.validate()  # before the database is even created
+    log = open_log(create=True)
+    with progress("importing") as update:
+        report = import_events(log.store, source, validated=count, progress=update)
+    click.echo(f"imported {report.added} events from {source.name}"
+               + (f" ({report.present} were already in the log)" if report.present else ""))
+
+
+# -- the demo -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--agents", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--tasks", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--failure-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Chance that a tool call fails, and that a task fails at the end.")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True,
+              help="How many simulated days the tasks are spread over.")
+@click.option("--start", metavar="WHEN",
+              help="Simulated start (ISO-8601) [default: DAYS days and 30 minutes ago, to the minute]. "
+                   "Same seed and start: the same events.")
+@db_option
+def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
+         start: str | None) -> None:
+    """Run a simulated swarm through the coordinator, then show its read models.
+
+    Agents join, bid on tasks, win auctions, call tools, finish or fail, leave and rejoin, over
+    simulated days. A second run on the same database is run 2 (ids r2-...), beside run 1.
+
+    \b
+    Example:
+        swarmlog demo --agents 20 --tasks 500 --seed 7
+    """
+    config = DemoConfig(agents=agents, tasks=tasks, seed=seed, failure_rate=failure_rate, days=days,
+                        start=moment(start, "--start"))
+    log = open_log(create=True)
+    began = time.perf_counter()
+    with progress("simulating") as update:
+        result = run_demo(log, config, progress=update)
+    took = time.perf_counter() - began
+    console = make_console()
+    console.print(f"demo run {result.run} (ids {result.prefix}…): {agents} agents, {result.tasks} tasks, "
+                  f"{result.events} events in {took:.1f}s")
+    console.print(f"simulated {result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC; "
+                  f"{result.refused} late bids refused (nothing appended for them)")
+    agents_state = log.agents
+    roster = [render.agent_row(v) for a in sorted(agents_state.agents)
+              if a.startswith(result.prefix) and (v := get_agent(agents_state, a)) is not None]
+    runs = [render.task_row(t) for t in log.tasks.tasks.values() if t.task_id.startswith(result.prefix)]
+    print_tables(*render.summary_tables(summary_data(log, 60)), *render.demo_tables(roster, runs))
+    example = next((r["task_id"] for r in reversed(runs) if r["status"] == "failed"), "ID")
+    console.print(f"next: swarmlog task {example}   swarmlog events --type task.failed   "
+                  "swarmlog prune --older-than 3d --dry-run")
+
+
