@@ -93,10 +93,13 @@ def _field_of(error: ValidationError) -> tuple[str, str]:
     if loc and loc[0] in EventType._value2member_map_:
         loc = loc[1:]
     # JsonValue reports the branch it tried ("x.list.0.float"); keep the path only.
-    kinds = {"list", "dict", "str", "int", "float", "bool", "function-after[_clean_text(), str]"}
+    kinds = {"list", "dict", "str", "int", "float", "bool"}
     parts = [p for p in loc if p not in kinds]
     path = ".".join(parts[:6]) + (".…" if len(parts) > 6 else "") if parts else "event"
-    return path, f"{first['msg']} (got {_SHORT.repr(first.get('input'))})"
+    # The only pattern on text fields is the one refusing NUL (see domain.events).
+    message = ("must not contain a NUL character" if first["type"] == "string_pattern_mismatch"
+               else first["msg"])
+    return path, f"{message} (got {_SHORT.repr(first.get('input'))})"
 
 
 def build_event(

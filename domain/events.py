@@ -42,16 +42,6 @@ class EventType(StrEnum):
     TIMMY_THOUGHT = "timmy.thought"
 
 
-def _clean_text(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
-    return value
-
-
 def _to_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
@@ -59,8 +49,11 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError(f"{value.isoformat()} cannot be expressed in UTC") from None
 
 
-Text = Annotated[str, AfterValidator(_clean_text)]
-Id = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_clean_text)]
+# Lone surrogates are refused by pydantic's own str validation; a NUL character (which
+# PostgreSQL cannot store) by a pattern, checked in Rust: no Python call per field.
+_NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Field(pattern=_NO_NUL)]
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_NUL)]
 Sats = Annotated[int, Field(strict=True, ge=0)]
 Count = Annotated[int, Field(strict=True, ge=0)]
 Millis = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -164,7 +157,7 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: Id = Field(default_factory=new_event_id)
-    source: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_clean_text)]
+    source: Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_NUL)]
     task_id: Id | None = None
     agent_id: Id | None = None
     timestamp: Annotated[AwareDatetime, AfterValidator(_to_utc)] = Field(default_factory=utc_now)

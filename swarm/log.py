@@ -79,9 +79,10 @@ class EventLog:
             timestamp: datetime | None = None) -> Recorded:
         """Validate loose arguments into a typed event, append it, and return it as stored."""
         event = build_event(event_type, source, task_id, agent_id, data, timestamp=timestamp)
-        self.store.append([event])
+        (position,) = self.store.append([event])
         stored = self.store.get(event.id)
-        assert stored is not None  # just appended, in this process: it cannot be missing
+        if stored is None:  # pruned already by another process (it was logged as old)
+            raise StoreError(f"event {event.id} was stored at position {position} and pruned since")
         return stored
 
     # -- reading --------------------------------------------------------------------------
