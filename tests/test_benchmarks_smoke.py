@@ -18,8 +18,8 @@ OPERATIONS = ("batch append", "single-event append", "full rebuild", "start-up f
               "get_task_events p50", "get_task_events p99", "get_event_summary(60)",
               "rebuild memory", "prune half")
 
-pytest.importorskip("eventsourcing", reason="the peer baseline needs the `bench` extra")
-pytest.importorskip("psutil", reason="the memory measurement needs the `bench` extra")
+pytest.importorskip("eventsourcing", reason="the peer baseline needs the `dev` or `bench` extra")
+pytest.importorskip("psutil", reason="the memory measurement needs the `dev` or `bench` extra")
 
 
 def test_a_quick_run_prints_the_table_and_writes_the_same_figures_as_json(tmp_path: Path) -> None:
