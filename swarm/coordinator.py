@@ -5,6 +5,10 @@ models (in that order, so the facts are at least as new as the versions), decide
 those versions as `expected_version` (stream `task-<id>` for task commands, `agent-<id>` for agent
 commands). Two coordinators racing on one task cannot both win: the second append fails with
 `ConcurrencyError` and appends nothing. `prepare` and `commit` are the two halves of `execute`.
+
+Not guarded across streams: two coordinators closing two *different* auctions at once could both
+pick the same idle agent (each checks the agent in its own read models, and only the task streams
+are versioned). One coordinator per swarm, or an agent-stream claim on assignment, avoids it.
 """
 
 from __future__ import annotations
