@@ -22,10 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from domain.codec import timestamp_text
+from domain.codec import decode, timestamp_text
 from domain.errors import ProjectionError
-from projections.base import Projection
-from store.archive import read_segment, segment_name, write_segment
+from projections.base import PAGE_SIZE, Projection, fold_page
+from store.archive import read_segment, row_line, segment_name, write_segment
 from store.base import EventStore, PruneRecord, Recorded, SnapshotRecord
 
 
@@ -129,13 +129,23 @@ def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: dat
         states = [state for state, _ in bases]
         start = min((position for _, position in bases), default=end)
 
-        def fold_and_pass_on() -> Iterator[Recorded]:
-            for recorded in store.read(after=start, limit=end - start):
-                for i, p in enumerate(projections):
-                    if recorded.position > bases[i][1]:
-                        states[i] = p.apply(states[i], recorded)
-                if recorded.position >= first:
-                    yield recorded
+        positions = [position for _, position in bases]
+
+        def fold_and_pass_on() -> Iterator[bytes]:
+            # One pass over the stored rows: decoded and folded a page at a time (the folds'
+            # fast paths), archived as they are stored (no re-encoding: a sixth of a prune).
+            page: list[Recorded] = []
+            for position, version, row in store.read_rows(after=start, limit=end - start):
+                id_, kind, source, task, agent, data, ts, stream, schema = row
+                page.append(Recorded(position, stream, version, decode(
+                    position, id_, kind, source, task, agent, data, ts, schema)))
+                if len(page) == PAGE_SIZE:
+                    fold_page(projections, states, positions, page)
+                    page = []
+                if position >= first:
+                    yield row_line(position, version, row)
+            if page:
+                fold_page(projections, states, positions, page)
 
         path = digest = None
         if archive is not None:

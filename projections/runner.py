@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from domain.errors import ProjectionError
 from projections.agents import AgentsProjection
-from projections.base import Projection, apply_many
+from projections.base import PAGE_SIZE, Projection, fold_page
 from projections.pruning import restore
 from projections.summary import SummaryProjection
 from projections.tasks import TasksProjection
@@ -25,11 +25,6 @@ from store.base import EventStore, Recorded
 
 R = TypeVar("R")
 
-#: Events folded between two releases of the state lock (and between two progress reports).
-#: Small on purpose: decoded events held in a page outlive the collector's young generation and
-#: get promoted, and full collections then walk the whole read model; at 500 a 1M-event rebuild
-#: spent 11 of its 25 s in 86 full collections, at 50 it runs 8 (profiled).
-PAGE_SIZE = 50
 
 Progress = Callable[[int, int], None]
 
@@ -157,7 +152,7 @@ class ProjectionRunner:
             head, total = self.store.head(), self.store.count()
             done = 0
             for page in _pages(self.store.read(min(positions, default=0)), head, self._page_size):
-                _fold_page(self.projections, states, positions, page)
+                fold_page(self.projections, states, positions, page)
                 done += len(page)
                 if progress is not None:
                     progress(done, total)
@@ -203,7 +198,7 @@ class ProjectionRunner:
                 return self._fold_over_gap(until, on_event)
             try:
                 with self.lock:
-                    _fold_page(self.projections, self._states, self._positions, page)
+                    fold_page(self.projections, self._states, self._positions, page)
             except Exception as e:  # a bug in a fold: reload from snapshots on the next call
                 self._started = False
                 raise ProjectionError(
@@ -245,16 +240,3 @@ def _pages(records: Iterator[Recorded], until: int | None, size: int) -> Iterabl
             page = []
     if page:
         yield page
-
-
-def _fold_page(projections: list[Projection[Any]], states: list[Any], positions: list[int],
-               page: list[Recorded]) -> None:
-    """Fold one page into each projection, skipping the events at or before its position."""
-    first, last = page[0].position, page[-1].position
-    for i, projection in enumerate(projections):
-        at = positions[i]
-        if at >= last:
-            continue
-        todo = page if at < first else [r for r in page if r.position > at]
-        states[i] = apply_many(projection, states[i], todo)
-        positions[i] = last

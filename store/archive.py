@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from domain.codec import decode, encode
+from domain.codec import Row, decode, encode
 from domain.errors import CorruptEvent, InvalidEvent, StoreError
 from store.base import Recorded
 
@@ -26,11 +26,15 @@ _KEYS = ("id", "event_type", "source", "task_id", "agent_id", "data", "timestamp
 
 def to_line(recorded: Recorded) -> bytes:
     """One event as a JSON line (with its trailing newline)."""
-    id_, kind, source, task, agent, data, ts, stream, schema = encode(recorded.event)
+    return row_line(recorded.position, recorded.stream_version, encode(recorded.event))
+
+
+def row_line(position: int, stream_version: int, row: Row) -> bytes:
+    """The JSON line of a storage row as it is stored (a prune archives rows, not re-encodings)."""
+    id_, kind, source, task, agent, data, ts, stream, schema = row
     return orjson.dumps({
-        "position": recorded.position, "stream_id": stream,
-        "stream_version": recorded.stream_version, "id": id_, "event_type": kind,
-        "source": source, "task_id": task, "agent_id": agent,
+        "position": position, "stream_id": stream, "stream_version": stream_version, "id": id_,
+        "event_type": kind, "source": source, "task_id": task, "agent_id": agent,
         "data": None if data is None else orjson.Fragment(data), "timestamp": ts,
         "schema_version": schema,
     }) + b"\n"
@@ -65,9 +69,9 @@ def segment_name(first: int, last: int) -> str:
 
 
 def write_segment(directory: str | os.PathLike[str], first: int, last: int,
-                  records: Iterable[Recorded]) -> tuple[str, str]:
-    """Write one compressed segment durably (temp file, fsync, rename, fsync the directory);
-    returns (path, sha256 of the file)."""
+                  lines: Iterable[bytes]) -> tuple[str, str]:
+    """Write one compressed segment of JSON lines (`to_line`, `row_line`) durably: a temp file,
+    fsync, rename, fsync the directory; returns (path, sha256 of the file)."""
     folder = Path(directory)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -77,13 +81,13 @@ def write_segment(directory: str | os.PathLike[str], first: int, last: int,
             # Level 1: a third of level 6's time for a quarter more bytes (a prune holds the
             # write lock while it archives); lines go to zlib a thousand at a time.
             with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as packed:
-                lines: list[bytes] = []
-                for recorded in records:
-                    lines.append(to_line(recorded))
-                    if len(lines) >= 1000:
-                        packed.write(b"".join(lines))
-                        lines.clear()
-                packed.write(b"".join(lines))
+                chunk: list[bytes] = []
+                for line in lines:
+                    chunk.append(line)
+                    if len(chunk) >= 1000:
+                        packed.write(b"".join(chunk))
+                        chunk.clear()
+                packed.write(b"".join(chunk))
             raw.flush()
             os.fsync(raw.fileno())
         digest = sha256_of(temp)

@@ -21,6 +21,10 @@ class Recorded(NamedTuple):
     event: Event
 
 
+#: (position, stream_version, storage row): an event as stored, not yet decoded.
+StoredRow = tuple[int, int, Row]
+
+
 class SnapshotRecord(NamedTuple):
     """A projection's state (JSON text) at a position of the log."""
 
@@ -76,6 +80,10 @@ class EventStore(Protocol):
 
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
         """Events with position > `after`, in position order, streamed page by page."""
+        ...
+
+    def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
+        """`read`, undecoded: (position, stream_version, the storage row as stored)."""
         ...
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:

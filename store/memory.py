@@ -17,7 +17,7 @@ from domain.codec import Row, decode, timestamp_text
 from domain.errors import ConcurrencyError
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord, encode_batch
+from store.base import PruneRecord, Recorded, SnapshotRecord, StoredRow, encode_batch
 
 
 class MemoryEventStore:
@@ -99,6 +99,16 @@ class MemoryEventStore:
             if limit is not None and n >= limit:
                 return
             yield rec
+
+    def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
+        with self._lock:
+            positions = sorted(p for p in self._rows if p > after)[:limit]
+        for p in positions:
+            with self._lock:
+                if p not in self._rows:
+                    continue
+                row, version = self._rows[p]
+            yield p, version, row
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:
         return self._select(lambda row: row[3] == task_id)

@@ -42,7 +42,7 @@ from domain.codec import Row, decode, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord, encode_batch
+from store.base import PruneRecord, Recorded, SnapshotRecord, StoredRow, encode_batch
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from store.sql import filters
 
@@ -242,8 +242,8 @@ class PostgresEventStore:
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
-    def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
-               limit: int | None = None) -> Iterator[Recorded]:
+    def _pages(self, where: str, params: Sequence[Any], *, after: int = 0,
+               limit: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Stream rows in position order, a page at a time (keyset), holding no connection
         between pages."""
         left = limit
@@ -253,13 +253,23 @@ class PostgresEventStore:
                 f"SELECT {_COLUMNS} FROM event_log WHERE seq > %s {where} ORDER BY seq LIMIT %s",
                 (after, *params, size),
             )
-            for row in rows:
-                yield _recorded(row)
+            yield rows
             if len(rows) < size:
                 return
             after = rows[-1][0]
             if left is not None:
                 left -= len(rows)
+
+    def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
+               limit: int | None = None) -> Iterator[Recorded]:
+        for rows in self._pages(where, params, after=after, limit=limit):
+            for row in rows:
+                yield _recorded(row)
+
+    def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
+        for rows in self._pages("", (), after=after, limit=limit):
+            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
+                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema)
 
     # -- appending ------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from domain.codec import Row, decode, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord, encode_batch
+from store.base import PruneRecord, Recorded, SnapshotRecord, StoredRow, encode_batch
 from store.schema import SCHEMA_VERSION, migrations
 from store.sql import filters
 
@@ -152,8 +152,8 @@ class SQLiteEventStore:
             except sqlite3.Error as e:
                 raise self._error("read", e) from e
 
-    def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
-               limit: int | None = None) -> Iterator[Recorded]:
+    def _pages(self, where: str, params: Sequence[Any], *, after: int = 0,
+               limit: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Stream rows in position order, a page at a time, holding no statement open between."""
         left = limit
         while left is None or left > 0:
@@ -162,16 +162,26 @@ class SQLiteEventStore:
                 f"SELECT {_COLUMNS} FROM event_log WHERE seq > ? {where} ORDER BY seq LIMIT ?",
                 (after, *params, size),
             )
-            # _recorded inlined: this loop is the rebuild's hot path. One row at a time, so the
-            # events before a corrupt row are still yielded before its CorruptEvent.
-            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
-                yield _new_tuple(Recorded, (seq, stream, version, decode(
-                    seq, id_, kind, source, task, agent, data, ts, schema)))
+            yield rows
             if len(rows) < size:
                 return
             after = rows[-1][0]
             if left is not None:
                 left -= len(rows)
+
+    def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
+               limit: int | None = None) -> Iterator[Recorded]:
+        for rows in self._pages(where, params, after=after, limit=limit):
+            # _recorded inlined: this loop is the rebuild's hot path. One row at a time, so the
+            # events before a corrupt row are still yielded before its CorruptEvent.
+            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
+                yield _new_tuple(Recorded, (seq, stream, version, decode(
+                    seq, id_, kind, source, task, agent, data, ts, schema)))
+
+    def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
+        for rows in self._pages("", (), after=after, limit=limit):
+            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
+                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema)
 
     # -- appending ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.codec import encode
 from domain.errors import ConcurrencyError, InvalidEvent
 from domain.events import (
     AgentJoined,
@@ -254,3 +255,12 @@ def test_a_retried_append_inside_a_transaction_keeps_the_transactions_other_work
         with pytest.raises(ConcurrencyError):
             store.append([bid("t", "a", 4)], expected_version=0)
     assert [r.event for r in store.read()] == [stored, first, second]
+
+
+def test_read_rows_gives_what_is_stored_undecoded(store: EventStore) -> None:
+    events = [bid("t1", "a", 1), AgentJoined(source="test", agent_id="a", data={"name": "Ann"})]
+    store.append(events)
+    rows = list(store.read_rows())
+    assert [(p, v) for p, v, _ in rows] == [(1, 1), (2, 1)]
+    assert [row for _, _, row in rows] == [encode(e) for e in events]
+    assert [p for p, _, _ in store.read_rows(after=1, limit=5)] == [2]
