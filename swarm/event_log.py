@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from domain.codec import encode
+from domain.codec import encode, timestamp_text
 from domain.events import Event, EventType
 from domain.ids import utc_now
 from store.base import Recorded
@@ -42,23 +42,46 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class EventLogEntry:
-    """One logged event with the seed's attributes, plus the typed event and its position."""
+    """One logged event with the seed's attributes (`id`, `event_type`, `source`, `task_id`,
+    `agent_id`, `data` as JSON text or None, `timestamp` as ISO-8601 text), plus the typed
+    `event` and its `position`. The text forms are made when asked for, not for every listing."""
 
-    id: str
-    event_type: EventType
-    source: str
-    task_id: str | None
-    agent_id: str | None
-    data: str | None  # the payload as JSON text, None when there was none
-    timestamp: str  # ISO-8601, UTC
     event: Event
     position: int
 
     @classmethod
     def of(cls, recorded: Recorded) -> EventLogEntry:
-        row = encode(recorded.event)
-        return cls(row[0], recorded.event.event_type, row[2], row[3], row[4],  # type: ignore[attr-defined]
-                   row[5], row[6], recorded.event, recorded.position)
+        return cls(recorded.event, recorded.position)
+
+    @property
+    def id(self) -> str:
+        return self.event.id
+
+    @property
+    def event_type(self) -> EventType:
+        return self.event.event_type  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def source(self) -> str:
+        return self.event.source
+
+    @property
+    def task_id(self) -> str | None:
+        return self.event.task_id
+
+    @property
+    def agent_id(self) -> str | None:
+        return self.event.agent_id
+
+    @property
+    def data(self) -> str | None:
+        """The payload as stored: compact JSON text, None when there was none."""
+        return encode(self.event)[5]
+
+    @property
+    def timestamp(self) -> str:
+        """ISO-8601 in UTC, with microseconds (the stored form)."""
+        return timestamp_text(self.event.timestamp)
 
 
 _lock = threading.Lock()
