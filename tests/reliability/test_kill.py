@@ -33,11 +33,12 @@ def fold_of_what_is_stored(log: EventLog) -> dict[str, object]:
     return {p.name: runner.state(p.name) for p in runner.projections}
 
 
-def check_log(path: Path) -> int:
+def check_log(path: Path | str) -> int:
     """The invariants after a crash; returns how many events are stored."""
-    raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    raw.close()
+    if isinstance(path, Path):
+        raw = sqlite3.connect(path)
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        raw.close()
     log = EventLog(path)
     records = list(log.read())
     assert [r.position for r in records] == list(range(1, len(records) + 1))
@@ -54,11 +55,21 @@ def check_log(path: Path) -> int:
 
 
 def test_a_writer_killed_at_random_moments_leaves_whole_batches(tmp_path: Path) -> None:
-    path = tmp_path / "log.db"
+    kill_writers(tmp_path / "log.db", attempts=12)
+
+
+@pytest.mark.postgres
+def test_a_writer_killed_at_random_moments_leaves_whole_batches_on_postgres() -> None:
+    from tests import pg
+
+    kill_writers(pg.create_database(), attempts=6)
+
+
+def kill_writers(path: Path | str, attempts: int) -> None:
     EventLog(path).close()
     rng = random.Random(17)
     stored = 0
-    for attempt in range(12):
+    for attempt in range(attempts):
         writer = start("append", str(path), f"w{attempt}")
         time.sleep(rng.uniform(0.4, 1.2))  # past start-up (~0.3 s), into the appends
         writer.kill()
