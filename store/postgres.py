@@ -44,7 +44,7 @@ from domain.events import Event, EventType
 from domain.ids import utc_now
 from store.base import PruneRecord, Recorded, SnapshotRecord, StoredRow, encode_batch
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
-from store.sql import filters
+from store.sql import filters, keyset_pages
 
 #: The channel every append NOTIFYs with its new head.
 CHANNEL = "swarmlog_events"
@@ -246,19 +246,8 @@ class PostgresEventStore:
                limit: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Stream rows in position order, a page at a time (keyset), holding no connection
         between pages."""
-        left = limit
-        while left is None or left > 0:
-            size = _PAGE if left is None else min(_PAGE, left)
-            rows = self._fetch(
-                f"SELECT {_COLUMNS} FROM event_log WHERE seq > %s {where} ORDER BY seq LIMIT %s",
-                (after, *params, size),
-            )
-            yield rows
-            if len(rows) < size:
-                return
-            after = rows[-1][0]
-            if left is not None:
-                left -= len(rows)
+        return keyset_pages(self._fetch, f"SELECT {_COLUMNS} FROM event_log", where, params,
+                            "%s", page=_PAGE, after=after, limit=limit)
 
     def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
                limit: int | None = None) -> Iterator[Recorded]:

@@ -24,7 +24,7 @@ from domain.events import Event, EventType
 from domain.ids import utc_now
 from store.base import PruneRecord, Recorded, SnapshotRecord, StoredRow, encode_batch
 from store.schema import SCHEMA_VERSION, migrations
-from store.sql import filters
+from store.sql import filters, keyset_pages
 
 _COLUMNS = (
     "seq, id, event_type, source, task_id, agent_id, data, timestamp, "
@@ -155,19 +155,8 @@ class SQLiteEventStore:
     def _pages(self, where: str, params: Sequence[Any], *, after: int = 0,
                limit: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
         """Stream rows in position order, a page at a time, holding no statement open between."""
-        left = limit
-        while left is None or left > 0:
-            size = _PAGE if left is None else min(_PAGE, left)
-            rows = self._fetch(
-                f"SELECT {_COLUMNS} FROM event_log WHERE seq > ? {where} ORDER BY seq LIMIT ?",
-                (after, *params, size),
-            )
-            yield rows
-            if len(rows) < size:
-                return
-            after = rows[-1][0]
-            if left is not None:
-                left -= len(rows)
+        return keyset_pages(self._fetch, f"SELECT {_COLUMNS} FROM event_log", where, params,
+                            "?", page=_PAGE, after=after, limit=limit)
 
     def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
                limit: int | None = None) -> Iterator[Recorded]:
