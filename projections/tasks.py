@@ -219,30 +219,26 @@ def _failed(state: TasksState, task: TaskView, position: int, event: Any) -> Non
     task.failure_reason = event.data.reason
 
 
-def _tool_called(state: TasksState, position: int, event: Any) -> None:
-    task_id = event.task_id
-    if task_id is not None:  # a tool call needs no task
+def _tool_event(counter: str | None) -> Callable[[TasksState, int, Any], None]:
+    """The fold of a tool event: bump `counter` on its task (a tool call needs no task; one
+    naming a task the log does not know is an anomaly)."""
+
+    def fold(state: TasksState, position: int, event: Any) -> None:
+        task_id = event.task_id
+        if task_id is None:
+            return
         task = state.tasks.get(task_id)
         if task is None:
             _unknown_task(state, position, event)
-        else:
-            task.tool_calls += 1
+        elif counter is not None:
+            setattr(task, counter, getattr(task, counter) + 1)
+
+    return fold
 
 
-def _tool_failed(state: TasksState, position: int, event: Any) -> None:
-    task_id = event.task_id
-    if task_id is not None:
-        task = state.tasks.get(task_id)
-        if task is None:
-            _unknown_task(state, position, event)
-        else:
-            task.tool_failures += 1
-
-
-def _tool_completed(state: TasksState, position: int, event: Any) -> None:
-    task_id = event.task_id
-    if task_id is not None and task_id not in state.tasks:
-        _unknown_task(state, position, event)
+_tool_called = _tool_event("tool_calls")
+_tool_failed = _tool_event("tool_failures")
+_tool_completed = _tool_event(None)
 
 
 def _unknown_task(state: TasksState, position: int, event: Any) -> None:
