@@ -16,9 +16,17 @@ from typing import Any
 import orjson
 
 from domain.events import EventType
-from domain.lifecycle import AGENT_TRANSITIONS, TASK_EVENT_TYPES, AgentPresence, TaskStatus
+from domain.lifecycle import (
+    AGENT_TRANSITIONS,
+    TASK_EVENT_TYPES,
+    TERMINAL_STATUSES,
+    AgentPresence,
+    TaskStatus,
+)
 from projections.base import (
     Anomaly,
+    Cold,
+    Tiered,
     advance_task,
     dispatch_many,
     dumps,
@@ -79,12 +87,26 @@ class TaskLink:
     bids: dict[str, int] = field(default_factory=dict)  # while bidding: agent -> latest bid
 
 
+def _parse_link(text: str) -> TaskLink:
+    return _link(orjson.loads(text))
+
+
+def _link(fields: dict[str, Any]) -> TaskLink:
+    fields["status"] = TaskStatus(fields["status"])
+    return TaskLink(**fields)
+
+
+def _is_closed(link: TaskLink) -> bool:
+    return link.status in TERMINAL_STATUSES
+
+
 @dataclass(slots=True)
 class AgentsState:
-    """Every agent by id (in order of first appearance), and the bookkeeping the fold needs."""
+    """Every agent by id (in order of first appearance), and the bookkeeping the fold needs
+    (`tasks`: in memory the open tasks and those closed since the last snapshot, see `Tiered`)."""
 
     agents: dict[str, AgentView] = field(default_factory=dict)
-    tasks: dict[str, TaskLink] = field(default_factory=dict)
+    tasks: Tiered[TaskLink] = field(default_factory=lambda: Tiered(_parse_link))
     open_calls: dict[str, str] = field(default_factory=dict)  # call_id -> calling agent
     anomalies: list[Anomaly] = field(default_factory=list)
     anomaly_count: int = 0  # every anomaly, those noted on agents included
@@ -94,7 +116,7 @@ class AgentsProjection:
     """The agent-roster read model. `plain=True` folds without the fast paths (the test oracle)."""
 
     name = "agents"
-    version = 1
+    version = 2
 
     def __init__(self, *, plain: bool = False) -> None:
         self._handlers = _PLAIN_HANDLERS if plain else _HANDLERS
@@ -113,7 +135,19 @@ class AgentsProjection:
         return dispatch_many(self._handlers, state, records)
 
     def dump(self, state: AgentsState) -> str:
-        return dumps(state)
+        return self._dump(state, state.tasks.merged())
+
+    def split(self, state: AgentsState) -> tuple[str, list[tuple[str, str]]]:
+        open_ = {k: link for k, link in state.tasks.items() if not _is_closed(link)}
+        return self._dump(state, open_), state.tasks.split(_is_closed, dumps)
+
+    def attach(self, state: AgentsState, cold: Cold) -> None:
+        state.tasks.attach(cold, _is_closed)
+
+    def _dump(self, state: AgentsState, tasks: dict[str, TaskLink]) -> str:
+        return dumps({"agents": state.agents, "tasks": dict(sorted(tasks.items())),
+                      "open_calls": state.open_calls, "anomalies": state.anomalies,
+                      "anomaly_count": state.anomaly_count})
 
     def load(self, text: str) -> AgentsState:
         raw = orjson.loads(text)
@@ -124,10 +158,7 @@ class AgentsProjection:
             fields["left_at"] = parse_time(fields["left_at"])
             fields["anomalies"] = parse_anomalies(fields["anomalies"])
             agents[agent_id] = AgentView(**fields)
-        tasks = {}
-        for task_id, fields in raw["tasks"].items():
-            fields["status"] = TaskStatus(fields["status"])
-            tasks[task_id] = TaskLink(**fields)
+        tasks = Tiered(_parse_link, ((k, _link(fields)) for k, fields in raw["tasks"].items()))
         return AgentsState(
             agents, tasks, raw["open_calls"], parse_anomalies(raw["anomalies"]),
             raw["anomaly_count"],
@@ -249,7 +280,7 @@ def _on_task_event(state: AgentsState, position: int, event: Any) -> None:
         return
     kind = event.event_type
     actor = _actor(state, position, event, kind) if kind in _AGENT_WORK else None
-    link = state.tasks.get(task_id)
+    link = state.tasks.recall(task_id)
     if link is None:
         link = state.tasks[task_id] = TaskLink()
         before = None

@@ -58,6 +58,133 @@ class Projection(Protocol[S]):
         ...
 
 
+# -- entries kept out of memory ------------------------------------------------------------------
+#
+# A read model that keeps an entry per task would grow with every task ever seen, and so would
+# its snapshots and every start-up's load. Closed tasks change no more (terminal statuses are
+# absorbing; only anomalies and tool counts may still land on them), so they leave memory at each
+# snapshot: they are saved beside it as snapshot items, one per entry, and read back one at a
+# time when an event names them. A snapshot then holds what is open, and start-up costs what is
+# open, not what the log has ever held.
+
+
+class SnapshotItems(Protocol):
+    """What a cold tier reads: the store's snapshot items."""
+
+    def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None: ...
+
+    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]: ...
+
+
+class Cold(NamedTuple):
+    """The entries of a projection kept in the store, as of its snapshot at `position`."""
+
+    store: SnapshotItems
+    projection: str
+    version: int
+    position: int
+
+    def get(self, key: str) -> str | None:
+        return self.store.snapshot_item(self.projection, self.version, key, self.position)
+
+    def items(self) -> list[tuple[str, str]]:
+        return self.store.snapshot_items(self.projection, self.version, self.position)
+
+
+V = TypeVar("V")
+
+
+class Tiered(dict[str, V]):
+    """Entries by key: those in memory (this dict: every open one, and those changed since the
+    last snapshot) over those in the store (`cold`, as of that snapshot). A fold looks in memory
+    with `get` and, on a miss, `recall`s the entry from the store into memory; `merged` is every
+    entry, and equality compares every entry."""
+
+    __slots__ = ("_parse", "cold")
+
+    def __init__(self, parse: Callable[[str], V], entries: Iterable[tuple[str, V]] = ()) -> None:
+        super().__init__(entries)
+        self._parse = parse
+        self.cold: Cold | None = None
+
+    def recall(self, key: str) -> V | None:
+        """The entry, moved into memory from the store if it was there (None: no such entry)."""
+        entry = self.get(key)
+        if entry is None and self.cold is not None:
+            text = self.cold.get(key)
+            if text is not None:
+                entry = self[key] = self._parse(text)
+        return entry
+
+    def peek(self, key: str) -> V | None:
+        """The entry, read from the store if it is there, without moving it into memory."""
+        entry = self.get(key)
+        if entry is None and self.cold is not None:
+            text = self.cold.get(key)
+            entry = None if text is None else self._parse(text)
+        return entry
+
+    def merged(self) -> dict[str, V]:
+        """Every entry: those in memory, then those only in the store (in key order)."""
+        every = dict(self)
+        if self.cold is not None:
+            for key, text in self.cold.items():
+                if key not in every:
+                    every[key] = self._parse(text)
+        return every
+
+    def split(self, closed: Callable[[V], bool], dump: Callable[[V], str]) -> list[tuple[str, str]]:
+        """The `closed` entries in memory as snapshot items, (key, text)."""
+        return [(key, dump(entry)) for key, entry in self.items() if closed(entry)]
+
+    def attach(self, cold: Cold, closed: Callable[[V], bool]) -> None:
+        """After a snapshot stored the `closed` entries as items: drop them from memory, and read
+        entries that are not in memory from `cold` (that snapshot's items) from now on."""
+        for key in [key for key, entry in self.items() if closed(entry)]:
+            del self[key]
+        self.cold = cold
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Tiered):
+            return self.merged() == other.merged()
+        return isinstance(other, dict) and self.merged() == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None
+
+
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+class TieredProjection(Protocol[S_contra]):
+    """A projection whose closed entries leave memory at each snapshot (see `Tiered`)."""
+
+    def split(self, state: S_contra) -> tuple[str, list[tuple[str, str]]]:
+        """The snapshot of `state`: its JSON text without the closed entries (`load` reads it
+        like a `dump`), and those entries as items, (key, JSON text)."""
+        ...
+
+    def attach(self, state: S_contra, cold: Cold) -> None:
+        """After the snapshot `split` made is stored: drop its items from memory, and read
+        entries from `cold` from now on."""
+        ...
+
+
+def stored_form(projection: Projection[Any], state: Any) -> tuple[str, list[tuple[str, str]]]:
+    """What a snapshot of `state` stores: its text and its items."""
+    split = getattr(projection, "split", None)
+    return split(state) if split is not None else (projection.dump(state), [])
+
+
+def attach(projection: Projection[Any], state: Any, cold: Cold) -> None:
+    """Point a state at the items of the snapshot it was loaded from or just saved as."""
+    hook = getattr(projection, "attach", None)
+    if hook is not None:
+        hook(state, cold)
+
+
 def fold(projection: Projection[S], records: Iterable[Recorded], state: S | None = None) -> S:
     """Fold `records` into `state` (the initial state if None): rebuild is this `reduce`."""
     current = projection.initial() if state is None else state

@@ -24,7 +24,7 @@ from typing import Any
 
 from domain.codec import decode, timestamp_text
 from domain.errors import ProjectionError
-from projections.base import PAGE_SIZE, Projection, fold_page
+from projections.base import PAGE_SIZE, Cold, Projection, attach, fold_page, stored_form
 from store.archive import read_segment, row_line, segment_name, write_segment
 from store.base import EventStore, PruneRecord, Recorded, SnapshotRecord
 
@@ -72,9 +72,11 @@ def _segments(prunes: Sequence[PruneRecord], after: int, through: int) -> list[P
     return covering
 
 
-def _load(projection: Projection[Any], snap: SnapshotRecord) -> Any:
+def _load(store: EventStore, projection: Projection[Any], snap: SnapshotRecord) -> Any:
     try:
-        return projection.load(snap.state)
+        state = projection.load(snap.state)
+        attach(projection, state, Cold(store, projection.name, projection.version, snap.position))
+        return state
     except Exception as e:  # a snapshot this code cannot read is not guessed around
         raise ProjectionError(
             f"snapshot {snap.id} of {projection.name!r} v{projection.version} (position "
@@ -94,8 +96,9 @@ def restore(store: EventStore, projection: Projection[Any], upto: int | None = N
     gap_end = first_stored(store) - 1
     snap = store.latest_snapshot(projection.name, projection.version, upto) if use_snapshots else None
     if snap is not None and snap.position >= gap_end:
-        return _load(projection, snap), snap.position
-    state, position = (_load(projection, snap), snap.position) if snap else (projection.initial(), 0)
+        return _load(store, projection, snap), snap.position
+    state, position = ((_load(store, projection, snap), snap.position) if snap
+                       else (projection.initial(), 0))
     if position >= gap_end:
         return state, position
     try:
@@ -106,7 +109,7 @@ def restore(store: EventStore, projection: Projection[Any], upto: int | None = N
         at_cut = store.latest_snapshot(projection.name, projection.version, gap_end)
         if use_snapshots or at_cut is None or at_cut.position != gap_end:
             raise
-        return _load(projection, at_cut), gap_end
+        return _load(store, projection, at_cut), gap_end
     for prune in segments:
         for recorded in read_segment(prune.archive_path or "", prune.archive_sha256):
             if position < recorded.position <= gap_end:
@@ -153,7 +156,7 @@ def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: dat
         else:
             for _ in fold_and_pass_on():
                 pass
-        ids = [store.save_snapshot(p.name, p.version, end, p.dump(s))
+        ids = [store.save_snapshot(p.name, p.version, end, *stored_form(p, s))
                for p, s in zip(projections, states, strict=True)]
         store.record_prune(first, end, end - first + 1, cutoff_text, path, digest)
         removed = store.delete_through(end)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from domain.errors import ProjectionError
 from projections.agents import AgentsProjection
-from projections.base import PAGE_SIZE, Projection, fold_page
+from projections.base import PAGE_SIZE, Cold, Projection, attach, fold_page, stored_form
 from projections.pruning import restore
 from projections.summary import SummaryProjection
 from projections.tasks import TasksProjection
@@ -167,11 +167,16 @@ class ProjectionRunner:
             if not self._started:
                 self.start()  # a snapshot of unloaded initial states could shadow real ones
             with self.lock:
-                dumped = [(p, at, p.dump(state)) for p, state, at in
+                dumped = [(p, at, *stored_form(p, state)) for p, state, at in
                           zip(self.projections, self._states, self._positions, strict=True)]
             with self.store.transaction():  # outside the lock: queries need not wait for disk
-                return [self.store.save_snapshot(p.name, p.version, at, text)
-                        for p, at, text in dumped]
+                ids = [self.store.save_snapshot(p.name, p.version, at, text, items)
+                       for p, at, text, items in dumped]
+            with self.lock:  # stored: what the snapshots hold as items leaves memory
+                for p, state, at in zip(self.projections, self._states, self._positions,
+                                        strict=True):
+                    attach(p, state, Cold(self.store, p.name, p.version, at))
+            return ids
 
     # -- internals ------------------------------------------------------------------------------
 

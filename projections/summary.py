@@ -17,8 +17,8 @@ import orjson
 
 from domain.errors import ProjectionError
 from domain.events import EventType
-from domain.lifecycle import TASK_EVENT_TYPES, TaskStatus
-from projections.base import advance_task, dumps, missing_field, moves_on
+from domain.lifecycle import TASK_EVENT_TYPES, TERMINAL_STATUSES, TaskStatus
+from projections.base import Cold, Tiered, advance_task, dumps, missing_field, moves_on
 from store.base import Recorded
 
 _T = EventType
@@ -43,7 +43,9 @@ class SummaryState:
         default_factory=lambda: dict.fromkeys(TaskStatus, 0)
     )
     online: set[str] = field(default_factory=set)  # the ids of the agents online
-    task_status: dict[str, TaskStatus] = field(default_factory=dict)  # to move tasks_by_status
+    #: Each task's status, to move tasks_by_status (in memory: the open tasks and those closed
+    #: since the last snapshot, see `Tiered`).
+    task_status: Tiered[TaskStatus] = field(default_factory=lambda: Tiered(TaskStatus))
     #: minute since the epoch (UTC) -> event type -> count, for the newest MINUTE_BUCKETS minutes
     #: (older buckets linger until the next sweep; they are exact while they last).
     minutes: dict[int, dict[EventType, int]] = field(default_factory=dict)
@@ -82,7 +84,7 @@ class SummaryProjection:
     """The summary-counts read model. `plain=True` folds without the fast paths (the oracle)."""
 
     name = "summary"
-    version = 1
+    version = 2
 
     def __init__(self, *, plain: bool = False, minute_buckets: int = MINUTE_BUCKETS) -> None:
         self._plain = plain
@@ -121,6 +123,16 @@ class SummaryProjection:
         return state
 
     def dump(self, state: SummaryState) -> str:
+        return self._dump(state, state.task_status.merged())
+
+    def split(self, state: SummaryState) -> tuple[str, list[tuple[str, str]]]:
+        open_ = {k: s for k, s in state.task_status.items() if s not in TERMINAL_STATUSES}
+        return self._dump(state, open_), state.task_status.split(_is_closed, str)
+
+    def attach(self, state: SummaryState, cold: Cold) -> None:
+        state.task_status.attach(cold, _is_closed)
+
+    def _dump(self, state: SummaryState, task_status: dict[str, TaskStatus]) -> str:
         return dumps(
             {
                 "minute_buckets": state.minute_buckets,
@@ -129,7 +141,7 @@ class SummaryProjection:
                 "by_source": state.by_source,
                 "tasks_by_status": state.tasks_by_status,
                 "online": sorted(state.online),
-                "task_status": state.task_status,
+                "task_status": dict(sorted(task_status.items())),
                 "minutes": state.minutes,
                 "newest_minute": state.newest_minute,
                 "dropped_through": state.dropped_through,
@@ -138,6 +150,7 @@ class SummaryProjection:
 
     def load(self, text: str) -> SummaryState:
         raw = orjson.loads(text)
+        kind_of: dict[str, EventType] = EventType._value2member_map_  # type: ignore[assignment]
         return SummaryState(
             minute_buckets=raw["minute_buckets"],
             total=raw["total"],
@@ -145,9 +158,10 @@ class SummaryProjection:
             by_source=raw["by_source"],
             tasks_by_status={TaskStatus(k): n for k, n in raw["tasks_by_status"].items()},
             online=set(raw["online"]),
-            task_status={t: TaskStatus(s) for t, s in raw["task_status"].items()},
-            minutes={
-                int(m): {EventType(k): n for k, n in counts.items()}
+            task_status=Tiered(TaskStatus,
+                               ((t, TaskStatus(s)) for t, s in raw["task_status"].items())),
+            minutes={  # up to a day of minutes: a dict lookup, not an Enum call, per count
+                int(m): {kind_of[k]: n for k, n in counts.items()}
                 for m, counts in raw["minutes"].items()
             },
             newest_minute=raw["newest_minute"],
@@ -155,11 +169,15 @@ class SummaryProjection:
         )
 
 
+def _is_closed(status: TaskStatus) -> bool:
+    return status in TERMINAL_STATUSES
+
+
 def _on_task_event(state: SummaryState, event: Any) -> None:
     task_id = event.task_id
     if task_id is None:
         return
-    before = state.task_status.get(task_id)
+    before = state.task_status.recall(task_id)
     after, applied = advance_task(before, event)
     if before is None:  # first sight: created, or taken as created (as the task model does)
         state.task_status[task_id] = after
@@ -177,7 +195,7 @@ def _move(state: SummaryState, task_id: str, before: TaskStatus, after: TaskStat
 def _first_sight(state: SummaryState, event: Any) -> None:
     """For a bid or an auction close: the table never moves a known task on those, so only the
     first sight of a task counts."""
-    if event.task_id not in state.task_status:
+    if event.task_id not in state.task_status:  # not in memory: perhaps in the store
         _on_task_event(state, event)
 
 

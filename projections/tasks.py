@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 
 from domain.events import EventType
-from domain.lifecycle import OPEN_STATUSES, TaskStatus
+from domain.lifecycle import OPEN_STATUSES, TERMINAL_STATUSES, TaskStatus
 from projections.base import (
     Anomaly,
+    Cold,
+    Tiered,
     advance_task,
     dispatch_many,
     dumps,
@@ -58,6 +60,7 @@ class TaskView:
     tool_failures: int = 0
     anomalies: list[Anomaly] = field(default_factory=list)
     anomaly_count: int = 0
+    first_position: int = 0  # the position of the first event that named it
 
     @property
     def is_open(self) -> bool:
@@ -82,11 +85,23 @@ class TaskView:
         return None if end is None or self.created_at is None else end - self.created_at
 
 
+def _parse_task(text: str) -> TaskView:
+    return _task(orjson.loads(text))
+
+
+def _is_closed(task: TaskView) -> bool:
+    return task.status in TERMINAL_STATUSES
+
+
 @dataclass(slots=True)
 class TasksState:
-    """Every task by id (in order of first appearance), plus anomalies that name no known task."""
+    """Every task by id, plus anomalies that name no known task.
 
-    tasks: dict[str, TaskView] = field(default_factory=dict)
+    `tasks` holds the tasks in memory: the open ones, and those closed since the last snapshot;
+    the others are read from the store when needed. `all_tasks`, `get_task` and the other
+    queries see every task."""
+
+    tasks: Tiered[TaskView] = field(default_factory=lambda: Tiered(_parse_task))
     anomalies: list[Anomaly] = field(default_factory=list)
     anomaly_count: int = 0  # every anomaly, those noted on tasks included
 
@@ -106,7 +121,7 @@ class TasksProjection:
     """The task-state read model. `plain=True` folds without the fast paths (the test oracle)."""
 
     name = "tasks"
-    version = 1
+    version = 2
 
     def __init__(self, *, plain: bool = False) -> None:
         self._handlers = _PLAIN_HANDLERS if plain else _HANDLERS
@@ -125,18 +140,37 @@ class TasksProjection:
         return dispatch_many(self._handlers, state, records)
 
     def dump(self, state: TasksState) -> str:
-        return dumps(state)
+        return self._dump(state, _by_position(state.tasks.merged()))
+
+    def split(self, state: TasksState) -> tuple[str, list[tuple[str, str]]]:
+        open_ = {k: t for k, t in state.tasks.items() if not _is_closed(t)}
+        return self._dump(state, open_), state.tasks.split(_is_closed, dumps)
+
+    def attach(self, state: TasksState, cold: Cold) -> None:
+        state.tasks.attach(cold, _is_closed)
+
+    def _dump(self, state: TasksState, tasks: dict[str, TaskView]) -> str:
+        return dumps({"tasks": tasks, "anomalies": state.anomalies,
+                      "anomaly_count": state.anomaly_count})
 
     def load(self, text: str) -> TasksState:
         raw = orjson.loads(text)
-        tasks = {}
-        for task_id, fields in raw["tasks"].items():
-            for name in _TIME_FIELDS:
-                fields[name] = parse_time(fields[name])
-            fields["status"] = TaskStatus(fields["status"])
-            fields["anomalies"] = parse_anomalies(fields["anomalies"])
-            tasks[task_id] = TaskView(**fields)
+        tasks = Tiered(_parse_task, ((k, _task(fields)) for k, fields in raw["tasks"].items()))
         return TasksState(tasks, parse_anomalies(raw["anomalies"]), raw["anomaly_count"])
+
+
+def _task(fields: dict[str, Any]) -> TaskView:
+    """A task that `dumps` wrote."""
+    for name in _TIME_FIELDS:
+        fields[name] = parse_time(fields[name])
+    fields["status"] = TaskStatus(fields["status"])
+    fields["anomalies"] = parse_anomalies(fields["anomalies"])
+    return TaskView(**fields)
+
+
+def _by_position(tasks: dict[str, TaskView]) -> dict[str, TaskView]:
+    """Tasks in order of first appearance."""
+    return dict(sorted(tasks.items(), key=lambda kv: kv[1].first_position))
 
 
 # -- the fold ---------------------------------------------------------------------------------
@@ -147,10 +181,10 @@ def _on_task_event(state: TasksState, position: int, event: Any) -> None:
     if task_id is None:
         note(state, None, position, event, "no task_id")
         return
-    task = state.tasks.get(task_id)
+    task = state.tasks.recall(task_id)
     status = None if task is None else task.status
     if task is None:
-        task = state.tasks[task_id] = TaskView(task_id)
+        task = state.tasks[task_id] = TaskView(task_id, first_position=position)
         if event.event_type is not _T.TASK_CREATED:
             note(state, task, position, event, "unknown task (no task.created before it)")
     after, applied = advance_task(status, event)
@@ -227,7 +261,7 @@ def _tool_event(counter: str | None) -> Callable[[TasksState, int, Any], None]:
         task_id = event.task_id
         if task_id is None:
             return
-        task = state.tasks.get(task_id)
+        task = state.tasks.recall(task_id)
         if task is None:
             _unknown_task(state, position, event)
         elif counter is not None:
@@ -324,24 +358,31 @@ def _copy(task: TaskView) -> TaskView:
 
 def get_task(state: TasksState, task_id: str) -> TaskView | None:
     """One task, or None if the log never named it."""
-    task = state.tasks.get(task_id)
+    task = state.tasks.peek(task_id)
     return None if task is None else _copy(task)
+
+
+def all_tasks(state: TasksState) -> list[TaskView]:
+    """Every task, in order of first appearance (closed tasks are read from the store)."""
+    return [_copy(t) for t in _by_position(state.tasks.merged()).values()]
 
 
 def tasks_by_status(state: TasksState, status: TaskStatus | str) -> list[TaskView]:
     """The tasks in one status, in order of first appearance."""
     wanted = TaskStatus(status)
-    return [_copy(t) for t in state.tasks.values() if t.status is wanted]
+    # Open tasks are all in memory; closed ones may be in the store.
+    tasks = state.tasks if wanted in OPEN_STATUSES else state.tasks.merged()
+    return [_copy(t) for t in _by_position(tasks).values() if t.status is wanted]
 
 
 def open_tasks(state: TasksState) -> list[TaskView]:
     """The tasks not completed or failed yet, in order of first appearance."""
-    return [_copy(t) for t in state.tasks.values() if t.status in OPEN_STATUSES]
+    return [_copy(t) for t in _by_position(state.tasks).values() if t.status in OPEN_STATUSES]
 
 
 def count_by_status(state: TasksState) -> dict[str, int]:
     """How many tasks are in each status (every status listed)."""
     counts = dict.fromkeys(TaskStatus, 0)
-    for task in state.tasks.values():
+    for task in state.tasks.merged().values():
         counts[task.status] += 1
     return {status.value: n for status, n in counts.items()}

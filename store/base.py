@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -157,8 +157,19 @@ class EventStore(Protocol):
         """One write transaction around several calls; nested uses join the outer one."""
         ...
 
-    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
-        """Store a projection's state at a position; returns the snapshot id."""
+    def save_snapshot(self, projection: str, version: int, position: int, state: str,
+                      items: Iterable[tuple[str, str]] = ()) -> int:
+        """Store a projection's state at a position, with the entries it keeps out of memory
+        (`items`, (key, JSON text) pairs: see `snapshot_item`); returns the snapshot id."""
+        ...
+
+    def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
+        """The entry `key` of a projection as of a snapshot at `upto`: its newest item saved at
+        a position <= `upto`, or None."""
+        ...
+
+    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+        """Every entry of a projection as of a snapshot at `upto`, (key, state) in key order."""
         ...
 
     def latest_snapshot(self, projection: str, version: int,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -33,6 +33,8 @@ class MemoryEventStore:
         self._streams: dict[str, int] = {}
         self._head = 0
         self._snapshots: list[SnapshotRecord] = []
+        #: (projection, version, key) -> position -> state
+        self._items: dict[tuple[str, int, str], dict[int, str]] = {}
         self._prunes: list[PruneRecord] = []
 
     @contextmanager
@@ -184,12 +186,29 @@ class MemoryEventStore:
         with self._appended:
             return self._appended.wait_for(lambda: self._head > after, timeout)
 
-    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
+    def save_snapshot(self, projection: str, version: int, position: int, state: str,
+                      items: Iterable[tuple[str, str]] = ()) -> int:
         with self.transaction():
             record = SnapshotRecord(len(self._snapshots) + 1, projection, version, position, state,
                                     timestamp_text(utc_now()))
             self._snapshots.append(record)
+            for key, text in items:  # a new dict each time: a rollback restores a shallow copy
+                saved = self._items.get((projection, version, key), {})
+                self._items[(projection, version, key)] = {**saved, position: text}
             return record.id
+
+    def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
+        saved = self._items.get((projection, version, key), {})
+        at = max((p for p in saved if p <= upto), default=None)
+        return None if at is None else saved[at]
+
+    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+        found = []
+        for (name, v, key), _ in sorted(self._items.items()):
+            text = self.snapshot_item(name, v, key, upto) if (name, v) == (projection, version) else None
+            if text is not None:
+                found.append((key, text))
+        return found
 
     def latest_snapshot(self, projection: str, version: int,
                         upto: int | None = None) -> SnapshotRecord | None:

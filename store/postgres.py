@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -409,13 +409,33 @@ class PostgresEventStore:
 
     # -- snapshots and pruning ------------------------------------------------------------
 
-    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
+    def save_snapshot(self, projection: str, version: int, position: int, state: str,
+                      items: Iterable[tuple[str, str]] = ()) -> int:
         with self._writing("save a snapshot to") as tx:
             row = tx.conn.execute(
                 "INSERT INTO snapshots (projection, version, position, state, created_at) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",
                 (projection, version, position, state, timestamp_text(utc_now()))).fetchone()
+            with tx.conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO snapshot_items (projection, version, key, position, state) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (projection, version, key, position) "
+                    "DO UPDATE SET state = EXCLUDED.state",
+                    [(projection, version, key, position, text) for key, text in items])
             return int(row[0])  # type: ignore[index]
+
+    def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
+        rows = self._fetch(
+            "SELECT state FROM snapshot_items WHERE projection = %s AND version = %s AND key = %s "
+            "AND position <= %s ORDER BY position DESC LIMIT 1", (projection, version, key, upto))
+        return rows[0][0] if rows else None
+
+    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+        rows = self._fetch(
+            "SELECT DISTINCT ON (key) key, state FROM snapshot_items WHERE projection = %s AND "
+            "version = %s AND position <= %s ORDER BY key, position DESC",
+            (projection, version, upto))
+        return [(key, state) for key, state in rows]
 
     def latest_snapshot(self, projection: str, version: int,
                         upto: int | None = None) -> SnapshotRecord | None:

@@ -18,7 +18,7 @@ Every index ends in `seq`, as SQLite's do implicitly (its index entries carry th
 from __future__ import annotations
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The transaction-scoped advisory lock key that serialises migrations ("Swarmlog" in ASCII).
 MIGRATION_LOCK = 0x5377_6172_6D6C_6F67
@@ -107,9 +107,23 @@ CREATE TRIGGER event_log_no_truncate BEFORE TRUNCATE ON event_log
     FOR EACH STATEMENT EXECUTE FUNCTION swarmlog_append_only();
 """
 
+# The entries a read model keeps out of memory (closed tasks), written with the snapshots: the
+# entry `key` as of a snapshot at P is its newest item at a position <= P.
+_SNAPSHOT_ITEMS = """
+CREATE TABLE snapshot_items (
+    projection text NOT NULL,
+    version integer NOT NULL,
+    key text NOT NULL,
+    position bigint NOT NULL,
+    state text NOT NULL,
+    PRIMARY KEY (projection, version, key, position)
+);
+"""
+
 #: (version, name, SQL), applied in order, each in the transaction that records it.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "0001_event_log_streams_snapshots_prunes", _INITIAL),
+    (2, "0002_snapshot_items", _SNAPSHOT_ITEMS),
 ]
 
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION

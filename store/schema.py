@@ -12,7 +12,7 @@ from sqlite_utils import Database, Migrations
 migrations = Migrations("swarmlog")
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @migrations(name="0001_adr017_event_log")
@@ -108,4 +108,20 @@ def _positions_streams_append_only(db: Database) -> None:
         """CREATE TRIGGER event_log_no_delete BEFORE DELETE ON event_log
            WHEN (SELECT open FROM prune_gate) IS NOT 1
            BEGIN SELECT RAISE(ABORT, 'event_log is append-only: DELETE only through prune'); END"""
+    )
+
+
+@migrations(name="0003_snapshot_items")
+def _snapshot_items(db: Database) -> None:
+    # The entries a read model keeps out of memory (closed tasks), written with the snapshots:
+    # the entry `key` as of a snapshot at P is its newest item at a position <= P.
+    db.execute(
+        """CREATE TABLE snapshot_items (
+            projection TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            PRIMARY KEY (projection, version, key, position)
+        ) WITHOUT ROWID"""
     )

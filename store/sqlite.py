@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -394,16 +394,34 @@ class SQLiteEventStore:
 
     # -- snapshots and pruning ------------------------------------------------------------
 
-    def save_snapshot(self, projection: str, version: int, position: int, state: str) -> int:
+    def save_snapshot(self, projection: str, version: int, position: int, state: str,
+                      items: Iterable[tuple[str, str]] = ()) -> int:
         try:
             with self.transaction():
                 cur = self._conn.execute(
                     "INSERT INTO snapshots (projection, version, position, state, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (projection, version, position, state, timestamp_text(utc_now())))
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO snapshot_items (projection, version, key, position, "
+                    "state) VALUES (?, ?, ?, ?, ?)",
+                    ((projection, version, key, position, text) for key, text in items))
                 return int(cur.lastrowid or 0)
         except sqlite3.Error as e:
             raise self._error("save a snapshot to", e) from e
+
+    def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
+        rows = self._fetch(
+            "SELECT state FROM snapshot_items WHERE projection = ? AND version = ? AND key = ? "
+            "AND position <= ? ORDER BY position DESC LIMIT 1", (projection, version, key, upto))
+        return rows[0][0] if rows else None
+
+    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+        # SQLite's bare columns: with max(), `state` comes from the row holding the maximum.
+        rows = self._fetch(
+            "SELECT key, state, max(position) FROM snapshot_items WHERE projection = ? AND "
+            "version = ? AND position <= ? GROUP BY key ORDER BY key", (projection, version, upto))
+        return [(key, state) for key, state, _ in rows]
 
     def latest_snapshot(self, projection: str, version: int,
                         upto: int | None = None) -> SnapshotRecord | None:

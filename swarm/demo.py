@@ -126,10 +126,10 @@ class SeededIds:
 
 
 def next_run(log: ReadModels) -> int:
-    """1 + the highest demo run whose tasks or agents the read models know."""
+    """1 + the highest demo run the roster knows (every run registers at least one agent, and
+    the roster keeps every agent in memory, unlike the tasks read model)."""
     pattern = re.compile(r"r(\d+)-")
-    runs = [int(m.group(1)) for key in (*log.tasks.tasks, *log.agents.agents)
-            if (m := pattern.match(key))]
+    runs = [int(m.group(1)) for key in log.agents.agents if (m := pattern.match(key))]
     return max(runs, default=0) + 1
 
 

@@ -11,6 +11,7 @@ import click
 
 from domain.errors import SwarmlogError
 from projections.agents import get_agent
+from projections.tasks import all_tasks
 from swarm import render
 from swarm.cli.app import (
     cli,
@@ -221,7 +222,7 @@ def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
     agents_state = log.agents
     roster = [render.agent_row(v) for a in sorted(agents_state.agents)
               if a.startswith(result.prefix) and (v := get_agent(agents_state, a)) is not None]
-    runs = [render.task_row(t) for t in log.tasks.tasks.values() if t.task_id.startswith(result.prefix)]
+    runs = [render.task_row(t) for t in all_tasks(log.tasks) if t.task_id.startswith(result.prefix)]
     print_tables(*render.summary_tables(summary_data(log, 60)), *render.demo_tables(roster, runs))
     example = next((r["task_id"] for r in reversed(runs) if r["status"] == "failed"), "ID")
     console.print(f"next: swarmlog task {example}   swarmlog events --type task.failed   "

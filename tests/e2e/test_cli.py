@@ -311,7 +311,7 @@ def test_demo_shows_the_read_models_and_runs_again_beside_itself(tmp_path: Path)
         assert title in shown
     assert "demo run 2 (ids r2-" in ok("demo", "--agents", "2", "--tasks", "3", db=path).stdout
     with EventLog(path) as log:
-        assert {t[:3] for t in log.tasks.tasks} == {"r1-", "r2-"}
+        assert {t[:3] for t in log.tasks.tasks.merged()} == {"r1-", "r2-"}
 
 
 def test_demo_refuses_nonsense_options(tmp_path: Path) -> None:

@@ -65,7 +65,7 @@ def test_every_task_is_in_exactly_one_status_and_the_counts_add_up(
     by_status = count_by_status(log.tasks)
     created = log.summary.by_type[EventType.TASK_CREATED]
     opened = sum(by_status[s.value] for s in OPEN_STATUSES)
-    assert sum(by_status.values()) == len(log.tasks.tasks) == created == result.tasks
+    assert sum(by_status.values()) == len(log.tasks.tasks.merged()) == created == result.tasks
     assert by_status["completed"] + by_status["failed"] + opened == created
     assert {k.value: n for k, n in log.summary.tasks_by_status.items()} == by_status
     assert opened == 0  # the simulation runs every task to its end
@@ -73,7 +73,7 @@ def test_every_task_is_in_exactly_one_status_and_the_counts_add_up(
 
 def test_an_agent_has_at_most_one_current_task(swarm: tuple[EventLog, DemoResult]) -> None:
     log, _ = swarm
-    tasks = log.tasks.tasks
+    tasks = log.tasks.tasks.merged()
     current = {a.agent_id: a.current_task for a in log.agents.agents.values() if a.current_task}
     assert len(set(current.values())) == len(current)
     for agent_id, task_id in current.items():

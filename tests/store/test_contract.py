@@ -163,6 +163,24 @@ def test_snapshots_are_found_by_projection_and_version(store: EventStore) -> Non
     assert store.latest_snapshot("tasks", 1, upto=9) is None
 
 
+def test_snapshot_items_give_each_entry_as_of_a_position(store: EventStore) -> None:
+    store.save_snapshot("tasks", 1, 10, "{}", [("t1", '"a"'), ("t2", '"b"')])
+    store.save_snapshot("tasks", 1, 20, "{}", [("t1", '"c"'), ("t3", '"d"')])
+    store.save_snapshot("tasks", 2, 20, "{}", [("t1", '"other version"')])
+    store.save_snapshot("agents", 1, 20, "{}", [("t1", '"other projection"')])
+    assert [store.snapshot_item("tasks", 1, "t1", at) for at in (9, 10, 19, 20, 99)] == [
+        None, '"a"', '"a"', '"c"', '"c"']
+    assert store.snapshot_item("tasks", 1, "t3", 19) is None
+    assert store.snapshot_item("tasks", 1, "t9", 99) is None
+    assert store.snapshot_items("tasks", 1, 15) == [("t1", '"a"'), ("t2", '"b"')]
+    assert store.snapshot_items("tasks", 1, 20) == [("t1", '"c"'), ("t2", '"b"'), ("t3", '"d"')]
+    assert store.snapshot_items("tasks", 2, 20) == [("t1", '"other version"')]
+    assert store.snapshot_items("tasks", 1, 9) == []
+    # Two snapshots at one position (two processes): the newer write of an entry stands.
+    store.save_snapshot("tasks", 1, 20, "{}", [("t1", '"e"')])
+    assert store.snapshot_item("tasks", 1, "t1", 20) == '"e"'
+
+
 def test_delete_through_keeps_positions_and_stream_versions_going(store: EventStore) -> None:
     store.append([bid("t1", "a", n, T0 + timedelta(days=n)) for n in range(4)])
     assert store.prefix_end(T0 + timedelta(days=2)) == 2
@@ -189,9 +207,10 @@ def test_a_failed_transaction_leaves_the_log_as_it_was(store: EventStore) -> Non
     store.append([bid("t", "a", 1)])
     with pytest.raises(RuntimeError), store.transaction():
         store.append([bid("t", "a", 2)])
-        store.save_snapshot("tasks", 1, 2, "{}")
+        store.save_snapshot("tasks", 1, 2, "{}", [("t", '"x"')])
         raise RuntimeError("crash inside the transaction")
     assert store.head() == 1 and store.count() == 1 and store.snapshots() == []
+    assert store.snapshot_items("tasks", 1, 2) == []
     assert store.append([bid("t", "a", 3)]) == [2]
 
 

@@ -554,7 +554,7 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
     @invariant()
     def read_models_agree_with_the_model(self) -> None:
         tasks, agents = self.log.tasks, self.log.agents
-        assert {t: (v.status.value, v.agent_id) for t, v in tasks.tasks.items()} == {
+        assert {t: (v.status.value, v.agent_id) for t, v in tasks.tasks.merged().items()} == {
             t: (m.status, m.agent) for t, m in self.tasks.items()}
         assert {a: (v.online, v.current_task) for a, v in agents.agents.items()} == {
             a: (m.online, m.task) for a, m in self.agents.items()}
@@ -562,7 +562,7 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
 
     @invariant()
     def an_agent_has_at_most_one_current_task(self) -> None:
-        holders = [t.agent_id for t in self.log.tasks.tasks.values()
+        holders = [t.agent_id for t in self.log.tasks.tasks.merged().values()
                    if t.status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)]
         assert len(holders) == len(set(holders))
 

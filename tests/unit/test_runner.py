@@ -12,12 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.codec import build_event
 from domain.errors import ProjectionError
 from domain.events import Event, EventType, SystemInfoLogged
+from domain.lifecycle import TaskStatus
 from projections.base import fold
 from projections.runner import ProjectionRunner, default_projections
 from projections.summary import counts
-from projections.tasks import TasksProjection, count_by_status, open_tasks
+from projections.tasks import (
+    TasksProjection,
+    all_tasks,
+    count_by_status,
+    get_task,
+    open_tasks,
+    tasks_by_status,
+)
 from store.base import EventStore, Recorded
 from store.memory import MemoryEventStore
 from store.sqlite import SQLiteEventStore
@@ -291,3 +300,56 @@ def test_snapshot_at_any_point_then_start_equals_the_full_fold(
     assert states(runner) == full_fold(events)
     assert runner.state("summary").by_type[EventType.SYSTEM_ERROR] == sum(
         e.event_type is EventType.SYSTEM_ERROR for e in events)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=15)
+@given(swarm_stories(30), st.lists(st.integers(0, 10**6), max_size=4))
+def test_a_chain_of_snapshots_and_restarts_equals_the_full_fold(
+    events: list[Event], cuts: list[int]
+) -> None:
+    """Each snapshot moves the closed tasks out of memory; each restart loads only the open ones;
+    the states equal the full fold all along (closed tasks read back from the store)."""
+    store = MemoryEventStore()
+    done = 0
+    for cut in sorted(c % (len(events) + 1) for c in cuts):
+        store.append(events[done:cut])
+        done = cut
+        runner = ProjectionRunner(store)
+        runner.start()
+        runner.snapshot()
+        assert states(runner) == full_fold(events[:cut])
+        restarted = ProjectionRunner(store)
+        restarted.start()
+        assert all(t.is_open for t in restarted.state("tasks").tasks.values())
+        assert states(restarted) == full_fold(events[:cut])
+    store.append(events[done:])
+    runner = ProjectionRunner(store)
+    runner.start()
+    assert states(runner) == full_fold(events)
+
+
+def test_closed_tasks_are_read_from_the_store_and_still_take_events(make_store: Any) -> None:
+    """After a restart from a snapshot, queries see the closed tasks, and events that name them
+    (a late tool call, a second task.created, a second completion) fold as they would have."""
+    store = make_store()
+    store.append(STORY)
+    first = ProjectionRunner(store)
+    first.start()
+    first.snapshot()
+    late = [build_event(EventType.TOOL_CALLED, "x", "t1", "a1", {"call_id": "late"}),
+            build_event(EventType.TASK_CREATED, "x", "t2"),
+            build_event(EventType.TASK_COMPLETED, "x", "t4", "a1")]
+    store.append(late)
+    runner = ProjectionRunner(make_store())
+    runner.start()
+    # In memory: what is open, and the closed tasks the late events touched.
+    assert set(runner.state("tasks").tasks) == {"t1", "t2", "t4"}
+    assert states(runner) == full_fold(STORY + late)
+    expected = fold(TasksProjection(), recorded(STORY + late))
+    for query in (all_tasks, count_by_status, open_tasks):
+        assert runner.query("tasks", query) == query(expected)
+    for status in TaskStatus:
+        assert runner.query("tasks", tasks_by_status, status) == tasks_by_status(expected, status)
+    assert runner.query("tasks", get_task, "t3") == get_task(expected, "t3")
+    assert get_task(expected, "t1").tool_calls == 2  # type: ignore[union-attr]
+    assert runner.query("tasks", get_task, "nope") is None
