@@ -16,13 +16,14 @@ from typing import Any
 
 import orjson
 
-from domain.codec import Row
+from domain.codec import encode, row_checksum
+from domain.events import Event
 from domain.lifecycle import TASK_TRANSITIONS, TaskStatus
 from store.sqlite import SQLiteEventStore
 
 _INSERT = (
     "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
-    "stream_id, schema_version, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "stream_id, schema_version, checksum, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT = (
     "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
@@ -48,6 +49,16 @@ _MOVES = {
 _CREATED = TaskStatus.CREATED.value
 
 
+#: A storage row and its checksum: what the raw side inserts, serialised before the clock starts.
+RawRow = tuple[str, str, str, str | None, str | None, str | None, str, str, int, int]
+
+
+def serialise(event: Event) -> RawRow:
+    """The pre-serialised tuple of an event (untimed: the raw side does no encoding)."""
+    row = encode(event)
+    return (*row, row_checksum(row))
+
+
 class RawLog:
     """One swarmlog database file, written and read with plain sqlite3."""
 
@@ -58,7 +69,7 @@ class RawLog:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=10000")
 
-    def append(self, rows: Sequence[Row]) -> None:
+    def append(self, rows: Sequence[RawRow]) -> None:
         """One transaction: read the batch's stream heads, insert the rows, upsert the heads."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -78,7 +89,7 @@ class RawLog:
         conn.executemany(_UPSERT, list(heads.items()))
         conn.execute("COMMIT")
 
-    def append_one(self, row: Row) -> None:
+    def append_one(self, row: RawRow) -> None:
         """The single-event transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")

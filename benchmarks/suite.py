@@ -26,10 +26,10 @@ import orjson
 
 from benchmarks import plans
 from benchmarks.peer import PeerLog
-from benchmarks.raw import SUMMARY_SQL_NAIVE, RawLog
+from benchmarks.raw import SUMMARY_SQL_NAIVE, RawLog, serialise
 from benchmarks.report import Row
 from benchmarks.workload import Spec, swarm_specs
-from domain.codec import build_event, encode, timestamp_text
+from domain.codec import build_event, timestamp_text
 from domain.events import Event
 from domain.ids import utc_now
 from swarm.log import EventLog
@@ -147,7 +147,7 @@ class Run:
             started = now()
             events = [to_event(s) for s in chunk]
             spent["build"] += now() - started
-            rows = [encode(e) for e in events]  # the raw side's pre-serialised tuples
+            rows = [serialise(e) for e in events]  # the raw side's pre-serialised tuples
             settle()
             cuts = range(0, len(chunk), BATCH)
             took = {"swarmlog": 0.0, "raw": 0.0, "peer": 0.0}
@@ -197,7 +197,7 @@ class Run:
         spent = [0.0, 0.0, 0.0]
         for k, s in enumerate(chunk):
             event = to_event(s)
-            row = encode(event)
+            row = serialise(event)
             staged = self.peer.stage([s])
             for side in _rotations(k, 3):
                 started = now()
@@ -262,7 +262,7 @@ class Run:
         tail = self._take(cfg.tail)
         events = [to_event(s) for s in tail]
         self.log.append(events)
-        self.raw.append([encode(e) for e in events])
+        self.raw.append([serialise(e) for e in events])
         self.log.close()
         small_specs = list(islice(swarm_specs(cfg.total, cfg.seed, self.end), cfg.small + cfg.tail))
         small = EventLog(self.paths["small"])

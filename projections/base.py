@@ -7,15 +7,16 @@ log); it is noted as an `Anomaly` on the read model it touches and counted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
+from domain.codec import decode_view
 from domain.events import EventType
 from domain.lifecycle import TASK_TRANSITIONS, TaskStatus
-from store.base import Recorded
+from store.base import Recorded, StoredRow
 
 S = TypeVar("S")
 
@@ -183,6 +184,21 @@ def attach(projection: Projection[Any], state: Any, cold: Cold) -> None:
     hook = getattr(projection, "attach", None)
     if hook is not None:
         hook(state, cold)
+
+
+_new_tuple = tuple.__new__
+
+
+def views(rows: Iterable[StoredRow]) -> Iterator[Recorded]:
+    """Stored rows as records for a bulk fold (a rebuild, a prune): each row whose checksum
+    shows it is as swarmlog wrote it becomes a light `EventView`, any other row a typed event
+    validated in full (see `domain.codec.decode_view`). Folds read both alike."""
+    for position, version, row, stored_checksum in rows:
+        id_, kind, source, task, agent, data, ts, stream, schema = row
+        event = decode_view(position, id_, kind, source, task, agent, data, ts, schema,
+                            stored_checksum)
+        # A NamedTuple built with tuple.__new__: the same object, without the Python __new__.
+        yield _new_tuple(Recorded, (position, stream, version, event))
 
 
 def fold(projection: Projection[S], records: Iterable[Recorded], state: S | None = None) -> S:

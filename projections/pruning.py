@@ -22,11 +22,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from domain.codec import decode, timestamp_text
+from domain.codec import timestamp_text
 from domain.errors import ProjectionError
-from projections.base import PAGE_SIZE, Cold, Projection, attach, fold_page, stored_form
+from projections.base import (
+    PAGE_SIZE,
+    Cold,
+    Projection,
+    attach,
+    fold_page,
+    stored_form,
+    views,
+)
 from store.archive import read_segment, row_line, segment_name, write_segment
-from store.base import EventStore, PruneRecord, Recorded, SnapshotRecord
+from store.base import EventStore, PruneRecord, SnapshotRecord, StoredRow
 
 
 @dataclass(frozen=True)
@@ -137,18 +145,17 @@ def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: dat
         def fold_and_pass_on() -> Iterator[bytes]:
             # One pass over the stored rows: decoded and folded a page at a time (the folds'
             # fast paths), archived as they are stored (no re-encoding: a sixth of a prune).
-            page: list[Recorded] = []
-            for position, version, row in store.read_rows(after=start, limit=end - start):
-                id_, kind, source, task, agent, data, ts, stream, schema = row
-                page.append(Recorded(position, stream, version, decode(
-                    position, id_, kind, source, task, agent, data, ts, schema)))
+            page: list[StoredRow] = []
+            for stored in store.read_rows(after=start, limit=end - start):
+                page.append(stored)
                 if len(page) == PAGE_SIZE:
-                    fold_page(projections, states, positions, page)
+                    fold_page(projections, states, positions, list(views(page)))
                     page = []
+                position, version, row, _ = stored
                 if position >= first:
                     yield row_line(position, version, row)
             if page:
-                fold_page(projections, states, positions, page)
+                fold_page(projections, states, positions, list(views(page)))
 
         path = digest = None
         if archive is not None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from domain.errors import ProjectionError
 from projections.agents import AgentsProjection
-from projections.base import PAGE_SIZE, Cold, Projection, attach, fold_page, stored_form
+from projections.base import PAGE_SIZE, Cold, Projection, attach, fold_page, stored_form, views
 from projections.pruning import restore
 from projections.summary import SummaryProjection
 from projections.tasks import TasksProjection
@@ -151,7 +151,8 @@ class ProjectionRunner:
             states, positions = [s for s, _ in restored], [at for _, at in restored]
             head, total = self.store.head(), self.store.count()
             done = 0
-            for page in _pages(self.store.read(min(positions, default=0)), head, self._page_size):
+            rows = self.store.read_rows(min(positions, default=0))
+            for page in _pages(views(rows), head, self._page_size):
                 fold_page(self.projections, states, positions, page)
                 done += len(page)
                 if progress is not None:

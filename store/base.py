@@ -18,11 +18,15 @@ class Recorded(NamedTuple):
     position: int
     stream_id: str
     stream_version: int
+    #: The typed event (in a bulk fold, an `EventView` of a row its checksum vouches for: see
+    #: `projections.base.views`).
     event: Event
 
 
-#: (position, stream_version, storage row): an event as stored, not yet decoded.
-StoredRow = tuple[int, int, Row]
+#: (position, stream_version, storage row, checksum): an event as stored, not yet decoded. The
+#: checksum is the one stored with the row (None for a row written by something other than
+#: swarmlog): see `domain.codec.decode_view`.
+StoredRow = tuple[int, int, Row, int | None]
 
 
 class SnapshotRecord(NamedTuple):
@@ -83,7 +87,8 @@ class EventStore(Protocol):
         ...
 
     def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
-        """`read`, undecoded: (position, stream_version, the storage row as stored)."""
+        """`read`, undecoded: (position, stream_version, the storage row as stored, its stored
+        checksum)."""
         ...
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from domain.codec import Row, decode, timestamp_text
+from domain.codec import Row, decode, row_checksum, timestamp_text
 from domain.errors import ConcurrencyError
 from domain.events import Event, EventType
 from domain.ids import utc_now
@@ -28,7 +28,7 @@ class MemoryEventStore:
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)
         self._depth = 0
-        self._rows: dict[int, tuple[Row, int]] = {}  # position -> (row, stream_version)
+        self._rows: dict[int, tuple[Row, int, int]] = {}  # position -> (row, stream version, checksum)
         self._by_id: dict[str, int] = {}
         self._streams: dict[str, int] = {}
         self._head = 0
@@ -75,20 +75,20 @@ class MemoryEventStore:
                     version = self._streams.get(r[7], 0) + 1
                     self._streams[r[7]] = version
                     self._head += 1
-                    self._rows[self._head] = (r, version)
+                    self._rows[self._head] = (r, version, row_checksum(r))
                     self._by_id[r[0]] = self._head
             self._appended.notify_all()
             return [self._by_id[r[0]] for r in rows]
 
     def _recorded(self, position: int) -> Recorded:
-        row, version = self._rows[position]
+        row, version, _ = self._rows[position]
         id_, kind, source, task, agent, data, ts, stream, schema = row
         return Recorded(position, stream, version,
                         decode(position, id_, kind, source, task, agent, data, ts, schema))
 
     def _select(self, keep: Any, after: int = 0) -> Iterator[Recorded]:
         with self._lock:
-            positions = [p for p, (row, _) in self._rows.items() if p > after and keep(row)]
+            positions = [p for p, (row, _, _) in self._rows.items() if p > after and keep(row)]
         for p in positions:
             with self._lock:
                 if p not in self._rows:
@@ -109,8 +109,8 @@ class MemoryEventStore:
             with self._lock:
                 if p not in self._rows:
                     continue
-                row, version = self._rows[p]
-            yield p, version, row
+                row, version, checksum = self._rows[p]
+            yield p, version, row, checksum
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:
         return self._select(lambda row: row[3] == task_id)
@@ -145,7 +145,7 @@ class MemoryEventStore:
         keep = self._matcher(since, until, event_type=event_type, task_id=task_id,
                              agent_id=agent_id, source=source)
         with self._lock:
-            positions = sorted((p for p, (row, _) in self._rows.items() if keep(row)),
+            positions = sorted((p for p, (row, _, _) in self._rows.items() if keep(row)),
                                reverse=newest_first)
             end = None if limit is None else offset + limit
             return [self._recorded(p) for p in positions[offset:end]]
@@ -159,7 +159,7 @@ class MemoryEventStore:
         keep = self._matcher(since, None)
         counts: dict[str, int] = {}
         with self._lock:
-            for row, _ in self._rows.values():
+            for row, _, _ in self._rows.values():
                 if keep(row):
                     counts[row[1]] = counts.get(row[1], 0) + 1
         return counts
@@ -170,7 +170,7 @@ class MemoryEventStore:
     def prefix_end(self, cutoff: datetime) -> int:
         limit = timestamp_text(cutoff)
         with self._lock:
-            young = [p for p, (row, _) in self._rows.items() if row[6] >= limit]
+            young = [p for p, (row, _, _) in self._rows.items() if row[6] >= limit]
             return min(young) - 1 if young else self._head
 
     def size_bytes(self) -> int | None:

@@ -38,7 +38,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from domain.codec import Row, decode, timestamp_text
+from domain.codec import Row, decode, row_checksum, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
@@ -58,13 +58,13 @@ _COLUMNS = (
 _INSERT = f"""
 WITH rows AS (
     INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp,
-                           stream_id, schema_version, stream_version)
+                           stream_id, schema_version, stream_version, checksum)
     SELECT r.seq, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data::json, r.timestamp,
-           r.stream_id, r.schema_version, r.stream_version
+           r.stream_id, r.schema_version, r.stream_version, r.checksum
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[])
+                %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], %b::bigint[])
          AS r(seq, id, event_type, source, task_id, agent_id, data, timestamp,
-              stream_id, schema_version, stream_version)
+              stream_id, schema_version, stream_version, checksum)
 ), heads AS (
     INSERT INTO streams (stream_id, version)
     SELECT * FROM unnest(%b::text[], %b::bigint[])
@@ -256,9 +256,10 @@ class PostgresEventStore:
                 yield _recorded(row)
 
     def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
-        for rows in self._pages("", (), after=after, limit=limit):
-            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
-                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema)
+        for rows in keyset_pages(self._fetch, f"SELECT {_COLUMNS}, checksum FROM event_log", "",
+                                 (), "%s", page=_PAGE, after=after, limit=limit):
+            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema, crc in rows:
+                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema), crc
 
     # -- appending ------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class PostgresEventStore:
             head += 1
             version = heads[r[7]] = heads.get(r[7], 0) + 1
             stored[r[0]] = head
-            params.append((head, *r, version))
+            params.append((head, *r, version, row_checksum(r)))
         columns = [list(column) for column in zip(*params, strict=True)]
         touched = {r[7] for r in fresh}
         new_heads = [(s, v) for s, v in heads.items() if s in touched]

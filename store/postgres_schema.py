@@ -18,7 +18,7 @@ Every index ends in `seq`, as SQLite's do implicitly (its index entries carry th
 from __future__ import annotations
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The transaction-scoped advisory lock key that serialises migrations ("Swarmlog" in ASCII).
 MIGRATION_LOCK = 0x5377_6172_6D6C_6F67
@@ -120,10 +120,18 @@ CREATE TABLE snapshot_items (
 );
 """
 
+# The CRC-32 of each row's fields as swarmlog encoded them (`domain.codec.checksum`): a bulk fold
+# does not validate again a row whose checksum matches. Older rows, and rows another client
+# inserts, have none and are validated in full.
+_EVENT_CHECKSUMS = """
+ALTER TABLE event_log ADD COLUMN checksum bigint;
+"""
+
 #: (version, name, SQL), applied in order, each in the transaction that records it.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "0001_event_log_streams_snapshots_prunes", _INITIAL),
     (2, "0002_snapshot_items", _SNAPSHOT_ITEMS),
+    (3, "0003_event_checksums", _EVENT_CHECKSUMS),
 ]
 
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION

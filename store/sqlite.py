@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from domain.codec import Row, decode, timestamp_text
+from domain.codec import Row, decode, row_checksum, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
@@ -32,7 +32,7 @@ _COLUMNS = (
 )
 _INSERT = (
     "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
-    "stream_id, schema_version, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?)"
+    "stream_id, schema_version, stream_version, checksum) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT_HEAD = (
     "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
@@ -168,9 +168,10 @@ class SQLiteEventStore:
                     seq, id_, kind, source, task, agent, data, ts, schema)))
 
     def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
-        for rows in self._pages("", (), after=after, limit=limit):
-            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema in rows:
-                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema)
+        for rows in keyset_pages(self._fetch, f"SELECT {_COLUMNS}, checksum FROM event_log", "",
+                                 (), "?", page=_PAGE, after=after, limit=limit):
+            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema, crc in rows:
+                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema), crc
 
     # -- appending ------------------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class SQLiteEventStore:
         for r in rows:
             version = heads.get(r[7], 0) + 1
             heads[r[7]] = version
-            params.append((*r, version))
+            params.append((*r, version, row_checksum(r)))
         self._conn.executemany(_INSERT, params)
         self._conn.executemany(_UPSERT_HEAD, list(heads.items()))
         # Under BEGIN IMMEDIATE with AUTOINCREMENT, one executemany gets consecutive positions.
@@ -273,7 +274,7 @@ class SQLiteEventStore:
         actual = found[0] if found else 0
         if expected_version is not None and actual != expected_version:
             raise ConcurrencyError(stream, expected_version, actual)
-        seq = self._conn.execute(_INSERT, (*row, actual + 1)).lastrowid
+        seq = self._conn.execute(_INSERT, (*row, actual + 1, row_checksum(row))).lastrowid
         self._conn.execute(_UPSERT_HEAD, (stream, actual + 1))
         return [int(seq or 0)]
 

@@ -37,9 +37,9 @@ from swarm.timeparse import DURATION_HELP, MOMENT_HELP, parse_duration
 @json_option
 @db_option
 def verify(as_json: bool) -> None:
-    """Check the whole log: every row parses, positions and stream versions are gapless (after
-    the recorded prunes), snapshots load, archive segments match their SHA-256. Exit code 2 when
-    anything is wrong, with every problem listed.
+    """Check the whole log: every row parses and matches its checksum, positions and stream
+    versions are gapless (after the recorded prunes), snapshots load, archive segments match
+    their SHA-256. Exit code 2 when anything is wrong, with every problem listed.
 
     \b
     Example:
@@ -48,12 +48,15 @@ def verify(as_json: bool) -> None:
     report = open_log().verify()
     data = {"ok": report.ok, "events": report.events, "streams": report.streams,
             "snapshots": report.snapshots, "archives": report.archives,
-            "problem_count": report.problem_count, "problems": report.problems}
+            "unchecksummed": report.unchecksummed, "problem_count": report.problem_count,
+            "problems": report.problems}
     if as_json:
         emit_json(data)
     else:
         checked = (f"checked {report.events} events in {report.streams} streams, "
-                   f"{report.snapshots} snapshots, {report.archives} archive segments")
+                   f"{report.snapshots} snapshots, {report.archives} archive segments"
+                   + (f" ({report.unchecksummed} events without a checksum, validated only)"
+                      if report.unchecksummed else ""))
         click.echo(checked + (": all good" if report.ok else ""))
         for problem in report.problems:
             click.echo(f"problem: {problem}", err=True)

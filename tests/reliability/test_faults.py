@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from domain.errors import CorruptEvent, StoreError
-from domain.events import BidSubmitted, Event, SystemErrorLogged
+from domain.events import BidSubmitted, Event, SystemErrorLogged, TaskBiddingOpened, TaskCreated
+from projections.tasks import get_task
 from store.sqlite import SQLiteEventStore
 from swarm.cli import cli
 from swarm.log import EventLog
@@ -159,6 +160,40 @@ def test_rows_forged_behind_swarmlogs_back_are_named_by_seq_everywhere(tmp_path:
     assert code == 0  # status reads no rows: it still shows where the log stands
     code, output = swarmlog("summary", "--db", str(path))
     assert code == 2 and "corrupt event at seq 4" in output
+
+
+def test_a_row_changed_after_it_was_written_is_validated_again_and_reported(tmp_path: Path) -> None:
+    """Rebuilds read rows swarmlog wrote without validating them again, on the word of their
+    checksum; a row changed since (or inserted by another client) loses that and is validated."""
+    path = tmp_path / "log.db"
+    with EventLog(path) as log:
+        log.append([TaskCreated(source="x", task_id="t1"), TaskBiddingOpened(source="x", task_id="t1"),
+                    *[BidSubmitted(source="x", task_id="t1", agent_id=f"a{i}",
+                                   data={"bid_sats": 10 + i}) for i in range(3)]])
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("DROP TRIGGER event_log_no_update")
+    raw.execute("""UPDATE event_log SET data = '{"bid_sats":1}' WHERE seq = 4""")  # still valid
+    raw.execute("INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
+                "stream_id, stream_version, schema_version) SELECT 'foreign', event_type, source, "
+                "task_id, 'a9', '{\"bid_sats\":7}', timestamp, stream_id, 6, 1 FROM event_log "
+                "WHERE seq = 5")
+    raw.execute("UPDATE streams SET version = 6 WHERE stream_id = 'task-t1'")
+    raw.close()
+    with EventLog(path) as log:
+        assert log.rebuild() == 6
+        task = get_task(log.tasks, "t1")
+        assert task is not None and (task.lowest_bid, task.lowest_bidder) == (1, "a1")
+        assert task.bids == {"a0": 10, "a1": 1, "a2": 12, "a9": 7}
+        report = log.verify()
+        assert report.problems == ["the event at position 4 was changed after it was written "
+                                   "(its checksum does not match)"]
+        assert report.unchecksummed == 1  # the foreign row: validated, nothing to check it by
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("""UPDATE event_log SET data = '{"bid_sats":-1}' WHERE seq = 3""")  # invalid
+    raw.close()
+    with EventLog(path) as log, pytest.raises(CorruptEvent) as raised:
+        log.rebuild()
+    assert raised.value.seq == 3 and "bid_sats" in str(raised.value)
 
 
 def test_a_database_copied_back_from_an_older_backup_is_noticed(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain.codec import encode
+from domain.codec import encode, row_checksum
 from domain.errors import ConcurrencyError, InvalidEvent
 from domain.events import (
     AgentJoined,
@@ -280,6 +280,7 @@ def test_read_rows_gives_what_is_stored_undecoded(store: EventStore) -> None:
     events = [bid("t1", "a", 1), AgentJoined(source="test", agent_id="a", data={"name": "Ann"})]
     store.append(events)
     rows = list(store.read_rows())
-    assert [(p, v) for p, v, _ in rows] == [(1, 1), (2, 1)]
-    assert [row for _, _, row in rows] == [encode(e) for e in events]
-    assert [p for p, _, _ in store.read_rows(after=1, limit=5)] == [2]
+    assert [(p, v) for p, v, _, _ in rows] == [(1, 1), (2, 1)]
+    assert [row for _, _, row, _ in rows] == [encode(e) for e in events]
+    assert [crc for _, _, _, crc in rows] == [row_checksum(encode(e)) for e in events]
+    assert [p for p, _, _, _ in store.read_rows(after=1, limit=5)] == [2]

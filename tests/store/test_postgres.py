@@ -315,7 +315,7 @@ def test_the_schema_has_the_adr_columns_and_indexes(url: str, store: PostgresEve
     assert columns == {
         "seq": "bigint", "id": "text", "event_type": "text", "source": "text", "task_id": "text",
         "agent_id": "text", "data": "json", "timestamp": "text", "stream_id": "text",
-        "stream_version": "bigint", "schema_version": "integer"}
+        "stream_version": "bigint", "schema_version": "integer", "checksum": "bigint"}
     for column in ("task_id", "agent_id", "timestamp", "event_type"):
         assert any(f"({column}, seq)" in sql for sql in indexes), column
     assert any("(stream_id, stream_version)" in sql and "UNIQUE" in sql for sql in indexes)

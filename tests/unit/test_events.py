@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.codec import MAX_DATA_BYTES, build_event, decode, decode_plain, encode, encode_plain
+from domain.codec import (
+    MAX_DATA_BYTES,
+    EventView,
+    build_event,
+    decode,
+    decode_plain,
+    decode_view,
+    encode,
+    encode_plain,
+    row_checksum,
+)
 from domain.errors import CorruptEvent, InvalidEvent
 from domain.events import EVENT_CLASSES, Event, EventType, TaskAssigned, ToolCompleted
 from store.memory import MemoryEventStore
@@ -179,3 +189,46 @@ def test_fast_decode_fails_exactly_like_the_plain_one(kind: str, data: str | Non
             return (e.seq, e.reason)
 
     assert outcome(decode) == outcome(decode_plain)
+
+
+@given(events())
+def test_a_row_with_its_checksum_is_read_as_a_view_equal_to_the_typed_event(event: Event) -> None:
+    row = encode(event)
+    args = (7, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[8])
+    view, typed = decode_view(*args, row_checksum(row)), decode(*args)
+    assert isinstance(view, EventView)
+    assert (view.id, view.event_type, view.source, view.task_id, view.agent_id, view.timestamp) == (
+        typed.id, typed.event_type, typed.source, typed.task_id, typed.agent_id,  # type: ignore[attr-defined]
+        typed.timestamp)
+    payload = typed.data  # type: ignore[attr-defined]
+    for name in type(payload).model_fields:
+        assert getattr(view.data, name) == getattr(payload, name)
+    assert view.data.values == payload.model_dump(exclude_unset=True)
+    with pytest.raises(AttributeError):
+        _ = view.data.not_a_declared_field
+    # Without its checksum, or with another one, the row is validated: the typed event.
+    for other in (None, row_checksum(row) ^ 1):
+        again = decode_view(*args, other)
+        assert not isinstance(again, EventView) and again == typed
+
+
+@given(kind=st.sampled_from([t.value for t in EventType]) | st.text(max_size=8),
+       data=junk, stamp=st.sampled_from(["2026-01-01T00:00:00.000000+00:00", "yesterday", ""]),
+       version=st.integers(0, 3), checksum=st.none() | st.integers(-1, 2**32 - 1))
+def test_a_row_without_a_matching_checksum_is_validated_in_full(
+        kind: str, data: str | None, stamp: str, version: int, checksum: int | None) -> None:
+    row = ("e3", kind, "src", "t", None, data, stamp, "task-t", version)
+    if checksum == -1:
+        checksum = row_checksum(row)  # (as if forged)
+
+    def outcome(fn: Any, *extra: Any) -> Any:
+        try:
+            return fn(3, "e3", kind, "src", "t", None, data, stamp, version, *extra)
+        except CorruptEvent as e:
+            return (e.seq, e.reason)
+
+    if checksum != row_checksum(row):
+        assert outcome(decode_view, checksum) == outcome(decode)
+    else:  # a checksum that matches junk was forged: a view only of a JSON object at a good time
+        got = outcome(decode_view, checksum)
+        assert isinstance(got, EventView) or got == outcome(decode)
