@@ -14,7 +14,7 @@ import reprlib
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -34,6 +34,7 @@ _validate = _ADAPTER.validator.validate_python
 _loads = orjson.loads
 _dumps = orjson.dumps
 _KINDS: dict[str, EventType] = {t.value: t for t in EventType}
+_TEXT_OF: dict[EventType, str] = {t: t.value for t in EventType}
 _SHORT = reprlib.Repr()  # bounded reprs: hostile input may be huge or nested thousands deep
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 60, 60
 _LONG_DIGITS = re.compile(rb"\d{19}")  # an integer that may not fit in 64 bits
@@ -184,7 +185,8 @@ def encode(event: Event) -> Row:
     `encode_plain` with two shortcuts that give the same bytes: the payload's serializer is called
     directly for bytes (`model_dump_json` wraps the same call in a str, which was encoded back),
     and a validated timestamp (UTC, with microseconds) is formatted by orjson, 3x faster than
-    `isoformat`; any other timestamp takes `isoformat`.
+    `isoformat`; any other timestamp takes `isoformat`. (And an event type's text is looked up:
+    `Enum.value` is a Python-level property.)
     """
     data = event.data  # type: ignore[attr-defined]
     try:
@@ -199,7 +201,7 @@ def encode(event: Event) -> Row:
         stamp = moment.isoformat(timespec="microseconds")
     return (
         event.id,
-        event.event_type.value,  # type: ignore[attr-defined]
+        _TEXT_OF[event.event_type],  # type: ignore[attr-defined]
         event.source,
         event.task_id,
         event.agent_id,
@@ -314,52 +316,29 @@ def row_checksum(row: Row) -> int:
     return checksum(id_, kind, source, task_id, agent_id, data, stamp, schema_version)
 
 
-class PayloadView:
-    """The payload of an `EventView`: its type's declared fields as attributes (None when
-    absent, as on the typed payload); `values` is every key."""
+class PayloadView(dict[str, Any]):
+    """The payload of an `EventView`: every key, and each as an attribute, None when absent, as
+    the typed payload's declared fields are (no declared field shares a name with a dict
+    method: the tests compare every one with the typed payload's)."""
 
-    __slots__ = ("values",)
-    declared: frozenset[str] = frozenset()
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.declared:
-            return self.values.get(name)
-        raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+    __slots__ = ()
+    __getattr__ = dict.get  # C-level: a fold reads a field or two of every event
 
 
-#: The payload view of each type (its declared fields).
-_PAYLOAD_VIEWS: dict[EventType, type[PayloadView]] = {
-    kind: type(f"{cls.model_fields['data'].annotation.__name__}View",  # type: ignore[union-attr]
-               (PayloadView,), {"__slots__": (), "declared": frozenset(
-                   cls.model_fields["data"].annotation.model_fields)})  # type: ignore[union-attr]
-    for kind, cls in EVENT_CLASSES.items()
-}
-
-
-class EventView:
+class EventView(NamedTuple):
     """A stored event read without validation, because its row's checksum shows it is as this
     codec encoded it from a validated event: the typed event's fields, for folds to read."""
 
-    __slots__ = ("agent_id", "data", "event_type", "id", "source", "task_id", "timestamp")
-
-    def __init__(self, id: str, event_type: EventType, source: str, task_id: str | None,
-                 agent_id: str | None, data: PayloadView, timestamp: datetime) -> None:
-        self.id = id
-        self.event_type = event_type
-        self.source = source
-        self.task_id = task_id
-        self.agent_id = agent_id
-        self.data = data
-        self.timestamp = timestamp
-
-    def __repr__(self) -> str:
-        return (f"EventView({self.event_type.value}, id={self.id!r}, task_id={self.task_id!r}, "
-                f"agent_id={self.agent_id!r}, data={self.data.values!r})")
+    id: str
+    event_type: EventType
+    source: str
+    task_id: str | None
+    agent_id: str | None
+    data: PayloadView
+    timestamp: datetime
 
 
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 _fromisoformat = datetime.fromisoformat
 
 
@@ -386,8 +365,8 @@ def decode_view(
         try:
             payload = _loads(data) if data else {}
             if type(payload) is dict:
-                return EventView(id, kind, source, task_id, agent_id, _PAYLOAD_VIEWS[kind](payload),
-                                 _fromisoformat(timestamp))
+                return _new_tuple(EventView, (id, kind, source, task_id, agent_id,
+                                              PayloadView(payload), _fromisoformat(timestamp)))
         except Exception:  # only a forged checksum gets here: `decode` says what is wrong
             pass
     return decode(seq, id, event_type, source, task_id, agent_id, data, timestamp, schema_version)

@@ -193,10 +193,8 @@ def views(rows: Iterable[StoredRow]) -> Iterator[Recorded]:
     """Stored rows as records for a bulk fold (a rebuild, a prune): each row whose checksum
     shows it is as swarmlog wrote it becomes a light `EventView`, any other row a typed event
     validated in full (see `domain.codec.decode_view`). Folds read both alike."""
-    for position, version, row, stored_checksum in rows:
-        id_, kind, source, task, agent, data, ts, stream, schema = row
-        event = decode_view(position, id_, kind, source, task, agent, data, ts, schema,
-                            stored_checksum)
+    for position, id_, kind, source, task, agent, data, ts, stream, version, schema, crc in rows:
+        event = decode_view(position, id_, kind, source, task, agent, data, ts, schema, crc)
         # A NamedTuple built with tuple.__new__: the same object, without the Python __new__.
         yield _new_tuple(Recorded, (position, stream, version, event))
 

@@ -151,9 +151,8 @@ def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: dat
                 if len(page) == PAGE_SIZE:
                     fold_page(projections, states, positions, list(views(page)))
                     page = []
-                position, version, row, _ = stored
-                if position >= first:
-                    yield row_line(position, version, row)
+                if stored[0] >= first:
+                    yield row_line(stored)
             if page:
                 fold_page(projections, states, positions, list(views(page)))
 

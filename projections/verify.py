@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.codec import decode, row_checksum
+from domain.codec import checksum, decode
 from domain.errors import CorruptEvent, SwarmlogError
 from projections.base import Projection
 from projections.pruning import first_stored
@@ -91,15 +91,15 @@ def _check_events(store: EventStore, report: VerifyReport) -> None:
     versions: dict[str, int] = {}
     # Without a prune every stream starts at version 1; after one, at whatever survived.
     pruned = expected > 1
-    for position, version, row, stored_checksum in store.read_rows(after=expected - 1):
-        id_, kind, source, task, agent, data, ts, stream, schema = row
+    for stored in store.read_rows(after=expected - 1):
+        position, id_, kind, source, task, agent, data, ts, stream, version, schema, crc = stored
         try:  # validated in full, whatever its checksum says
             decode(position, id_, kind, source, task, agent, data, ts, schema)
         except CorruptEvent as e:
             report.problem(str(e))
-        if stored_checksum is None:
+        if crc is None:
             report.unchecksummed += 1
-        elif stored_checksum != row_checksum(row):
+        elif crc != checksum(id_, kind, source, task, agent, data, ts, schema):
             report.problem(f"the event at position {position} was changed after it was written "
                            "(its checksum does not match)")
         _check_one(position, expected, stream, version, versions, pruned, report)

@@ -17,21 +17,23 @@ from typing import Any
 
 import orjson
 
-from domain.codec import Row, decode, encode
+from domain.codec import decode, encode
 from domain.errors import CorruptEvent, InvalidEvent, StoreError
-from store.base import Recorded
+from store.base import Recorded, StoredRow
 
 _KEYS = ("id", "event_type", "source", "task_id", "agent_id", "data", "timestamp", "schema_version")
 
 
 def to_line(recorded: Recorded) -> bytes:
     """One event as a JSON line (with its trailing newline)."""
-    return row_line(recorded.position, recorded.stream_version, encode(recorded.event))
+    id_, kind, source, task, agent, data, ts, stream, schema = encode(recorded.event)
+    return row_line((recorded.position, id_, kind, source, task, agent, data, ts, stream,
+                     recorded.stream_version, schema, None))
 
 
-def row_line(position: int, stream_version: int, row: Row) -> bytes:
-    """The JSON line of a storage row as it is stored (a prune archives rows, not re-encodings)."""
-    id_, kind, source, task, agent, data, ts, stream, schema = row
+def row_line(stored: StoredRow) -> bytes:
+    """The JSON line of a row as it is stored (a prune archives rows, not re-encodings)."""
+    position, id_, kind, source, task, agent, data, ts, stream, stream_version, schema, _ = stored
     return orjson.dumps({
         "position": position, "stream_id": stream, "stream_version": stream_version, "id": id_,
         "event_type": kind, "source": source, "task_id": task, "agent_id": agent,

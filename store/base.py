@@ -23,10 +23,12 @@ class Recorded(NamedTuple):
     event: Event
 
 
-#: (position, stream_version, storage row, checksum): an event as stored, not yet decoded. The
-#: checksum is the one stored with the row (None for a row written by something other than
-#: swarmlog): see `domain.codec.decode_view`.
-StoredRow = tuple[int, int, Row, int | None]
+#: An event as stored, not yet decoded: (position, id, event_type, source, task_id, agent_id,
+#: data, timestamp, stream_id, stream_version, schema_version, checksum). The checksum is the one
+#: stored with the row (None for a row written by something other than swarmlog): see
+#: `domain.codec.decode_view`.
+StoredRow = tuple[int, str, str, str, str | None, str | None, str | None, str, str, int, int,
+                  int | None]
 
 
 class SnapshotRecord(NamedTuple):
@@ -87,8 +89,7 @@ class EventStore(Protocol):
         ...
 
     def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
-        """`read`, undecoded: (position, stream_version, the storage row as stored, its stored
-        checksum)."""
+        """`read`, undecoded: each row as stored (see `StoredRow`)."""
         ...
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:

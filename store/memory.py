@@ -110,7 +110,8 @@ class MemoryEventStore:
                 if p not in self._rows:
                     continue
                 row, version, checksum = self._rows[p]
-            yield p, version, row, checksum
+            id_, kind, source, task, agent, data, ts, stream, schema = row
+            yield p, id_, kind, source, task, agent, data, ts, stream, version, schema, checksum
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:
         return self._select(lambda row: row[3] == task_id)

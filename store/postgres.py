@@ -258,8 +258,7 @@ class PostgresEventStore:
     def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
         for rows in keyset_pages(self._fetch, f"SELECT {_COLUMNS}, checksum FROM event_log", "",
                                  (), "%s", page=_PAGE, after=after, limit=limit):
-            for seq, id_, kind, source, task, agent, data, ts, stream, version, schema, crc in rows:
-                yield seq, version, (id_, kind, source, task, agent, data, ts, stream, schema), crc
+            yield from rows
 
     # -- appending ------------------------------------------------------------------------
 

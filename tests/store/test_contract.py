@@ -280,7 +280,7 @@ def test_read_rows_gives_what_is_stored_undecoded(store: EventStore) -> None:
     events = [bid("t1", "a", 1), AgentJoined(source="test", agent_id="a", data={"name": "Ann"})]
     store.append(events)
     rows = list(store.read_rows())
-    assert [(p, v) for p, v, _, _ in rows] == [(1, 1), (2, 1)]
-    assert [row for _, _, row, _ in rows] == [encode(e) for e in events]
-    assert [crc for _, _, _, crc in rows] == [row_checksum(encode(e)) for e in events]
-    assert [p for p, _, _, _ in store.read_rows(after=1, limit=5)] == [2]
+    assert [(r[0], r[9]) for r in rows] == [(1, 1), (2, 1)]  # position, stream version
+    assert [(*r[1:9], r[10]) for r in rows] == [encode(e) for e in events]
+    assert [r[11] for r in rows] == [row_checksum(encode(e)) for e in events]
+    assert [r[0] for r in store.read_rows(after=1, limit=5)] == [2]
