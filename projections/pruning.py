@@ -28,6 +28,7 @@ from projections.base import (
     PAGE_SIZE,
     Cold,
     Projection,
+    apply_many,
     attach,
     fold_page,
     stored_form,
@@ -119,9 +120,9 @@ def restore(store: EventStore, projection: Projection[Any], upto: int | None = N
             raise
         return _load(store, projection, at_cut), gap_end
     for prune in segments:
-        for recorded in read_segment(prune.archive_path or "", prune.archive_sha256):
-            if position < recorded.position <= gap_end:
-                state = projection.apply(state, recorded)
+        archived = read_segment(prune.archive_path or "", prune.archive_sha256)
+        state = apply_many(projection, state,
+                           (r for r in archived if position < r.position <= gap_end))
     return state, gap_end
 
 
