@@ -325,7 +325,7 @@ def parse_time(text: str | None) -> datetime | None:
 
 def parse_anomalies(items: list[list[Any]]) -> list[Anomaly]:
     """Anomalies that `dumps` wrote."""
-    return [Anomaly(*item) for item in items]
+    return [_new_tuple(Anomaly, item) for item in items]  # (a NamedTuple, minus its __new__)
 
 
 #: Events folded a page at a time (between two releases of a runner's state lock, and two

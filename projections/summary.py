@@ -22,6 +22,7 @@ from projections.base import Cold, Tiered, advance_task, dumps, missing_field, m
 from store.base import Recorded
 
 _T = EventType
+_TEXT_OF: dict[EventType, str] = {t: t.value for t in EventType}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
 
@@ -46,9 +47,10 @@ class SummaryState:
     #: Each task's status, to move tasks_by_status (in memory: the open tasks and those closed
     #: since the last snapshot, see `Tiered`).
     task_status: Tiered[TaskStatus] = field(default_factory=lambda: Tiered(TaskStatus))
-    #: minute since the epoch (UTC) -> event type -> count, for the newest MINUTE_BUCKETS minutes
-    #: (older buckets linger until the next sweep; they are exact while they last).
-    minutes: dict[int, dict[EventType, int]] = field(default_factory=dict)
+    #: minute since the epoch (UTC) -> event type (its text) -> count, for the newest
+    #: MINUTE_BUCKETS minutes (older buckets linger until the next sweep; they are exact while
+    #: they last). Keyed by text, so that a snapshot's buckets load as they are.
+    minutes: dict[int, dict[str, int]] = field(default_factory=dict)
     newest_minute: int | None = None
     #: The newest minute some of whose events are in no bucket (None: every event is).
     dropped_through: int | None = None
@@ -56,7 +58,7 @@ class SummaryState:
     # It starts as an empty range.
     _lo: datetime = field(default=datetime.max.replace(tzinfo=UTC), compare=False, repr=False)
     _hi: datetime = field(default=datetime.min.replace(tzinfo=UTC), compare=False, repr=False)
-    _bucket: dict[EventType, int] = field(default_factory=dict, compare=False, repr=False)
+    _bucket: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def agents_online(self) -> int:
@@ -112,11 +114,12 @@ class SummaryProjection:
             # Consecutive events mostly share a minute: two comparisons instead of a division.
             stamp = event.timestamp
             if state._lo <= stamp < state._hi and not plain:
-                bucket: dict[EventType, int] | None = state._bucket
+                bucket: dict[str, int] | None = state._bucket
             else:
                 bucket = _bucket_of(state, stamp)
             if bucket is not None:
-                bucket[kind] = bucket.get(kind, 0) + 1
+                text = _TEXT_OF[kind]
+                bucket[text] = bucket.get(text, 0) + 1
             handler = handler_of(kind)
             if handler is not None:
                 handler(state, event)
@@ -150,7 +153,6 @@ class SummaryProjection:
 
     def load(self, text: str) -> SummaryState:
         raw = orjson.loads(text)
-        kind_of: dict[str, EventType] = EventType._value2member_map_  # type: ignore[assignment]
         return SummaryState(
             minute_buckets=raw["minute_buckets"],
             total=raw["total"],
@@ -160,10 +162,7 @@ class SummaryProjection:
             online=set(raw["online"]),
             task_status=Tiered(TaskStatus,
                                ((t, TaskStatus(s)) for t, s in raw["task_status"].items())),
-            minutes={  # up to a day of minutes: a dict lookup, not an Enum call, per count
-                int(m): {kind_of[k]: n for k, n in counts.items()}
-                for m, counts in raw["minutes"].items()
-            },
+            minutes={int(m): counts for m, counts in raw["minutes"].items()},
             newest_minute=raw["newest_minute"],
             dropped_through=raw["dropped_through"],
         )
@@ -244,7 +243,7 @@ def minute_of(moment: datetime) -> int:
     return (moment - _EPOCH) // _MINUTE
 
 
-def _bucket_of(state: SummaryState, stamp: datetime) -> dict[EventType, int] | None:
+def _bucket_of(state: SummaryState, stamp: datetime) -> dict[str, int] | None:
     """The bucket of `stamp`'s minute (made if needed), or None if that minute is out of range."""
     minute = minute_of(stamp)
     newest = state.newest_minute
@@ -301,7 +300,7 @@ def events_since(state: SummaryState, minutes: float, now: datetime) -> dict[str
     for minute, bucket in state.minutes.items():
         if minute >= start:
             for kind, n in bucket.items():
-                found[kind.value] = found.get(kind.value, 0) + n
+                found[kind] = found.get(kind, 0) + n
     return found
 
 
