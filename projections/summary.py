@@ -22,7 +22,9 @@ from projections.base import Cold, Tiered, advance_task, dumps, missing_field, m
 from store.base import Recorded
 
 _T = EventType
-_TEXT_OF: dict[EventType, str] = {t: t.value for t in EventType}
+#: A bucket counts the event types in this order (see `SummaryState.minutes`).
+_TYPES: tuple[EventType, ...] = tuple(EventType)
+_SLOT: dict[EventType, int] = {t: i for i, t in enumerate(_TYPES)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE = timedelta(minutes=1)
 
@@ -47,10 +49,10 @@ class SummaryState:
     #: Each task's status, to move tasks_by_status (in memory: the open tasks and those closed
     #: since the last snapshot, see `Tiered`).
     task_status: Tiered[TaskStatus] = field(default_factory=lambda: Tiered(TaskStatus))
-    #: minute since the epoch (UTC) -> event type (its text) -> count, for the newest
-    #: MINUTE_BUCKETS minutes (older buckets linger until the next sweep; they are exact while
-    #: they last). Keyed by text, so that a snapshot's buckets load as they are.
-    minutes: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: minute since the epoch (UTC) -> the count of each event type (in `EventType` order), for
+    #: the newest MINUTE_BUCKETS minutes (older buckets linger until the next sweep; they are
+    #: exact while they last). Lists, so that a snapshot's day of buckets loads as it is.
+    minutes: dict[int, list[int]] = field(default_factory=dict)
     newest_minute: int | None = None
     #: The newest minute some of whose events are in no bucket (None: every event is).
     dropped_through: int | None = None
@@ -58,7 +60,7 @@ class SummaryState:
     # It starts as an empty range.
     _lo: datetime = field(default=datetime.max.replace(tzinfo=UTC), compare=False, repr=False)
     _hi: datetime = field(default=datetime.min.replace(tzinfo=UTC), compare=False, repr=False)
-    _bucket: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _bucket: list[int] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def agents_online(self) -> int:
@@ -86,7 +88,7 @@ class SummaryProjection:
     """The summary-counts read model. `plain=True` folds without the fast paths (the oracle)."""
 
     name = "summary"
-    version = 2
+    version = 3
 
     def __init__(self, *, plain: bool = False, minute_buckets: int = MINUTE_BUCKETS) -> None:
         self._plain = plain
@@ -114,12 +116,11 @@ class SummaryProjection:
             # Consecutive events mostly share a minute: two comparisons instead of a division.
             stamp = event.timestamp
             if state._lo <= stamp < state._hi and not plain:
-                bucket: dict[str, int] | None = state._bucket
+                bucket: list[int] | None = state._bucket
             else:
                 bucket = _bucket_of(state, stamp)
             if bucket is not None:
-                text = _TEXT_OF[kind]
-                bucket[text] = bucket.get(text, 0) + 1
+                bucket[_SLOT[kind]] += 1
             handler = handler_of(kind)
             if handler is not None:
                 handler(state, event)
@@ -145,7 +146,7 @@ class SummaryProjection:
                 "tasks_by_status": state.tasks_by_status,
                 "online": sorted(state.online),
                 "task_status": dict(sorted(task_status.items())),
-                "minutes": state.minutes,
+                "minutes": list(state.minutes.items()),  # [[minute, counts], ...]
                 "newest_minute": state.newest_minute,
                 "dropped_through": state.dropped_through,
             }
@@ -162,7 +163,7 @@ class SummaryProjection:
             online=set(raw["online"]),
             task_status=Tiered(TaskStatus,
                                ((t, TaskStatus(s)) for t, s in raw["task_status"].items())),
-            minutes={int(m): counts for m, counts in raw["minutes"].items()},
+            minutes=dict(raw["minutes"]),
             newest_minute=raw["newest_minute"],
             dropped_through=raw["dropped_through"],
         )
@@ -243,7 +244,7 @@ def minute_of(moment: datetime) -> int:
     return (moment - _EPOCH) // _MINUTE
 
 
-def _bucket_of(state: SummaryState, stamp: datetime) -> dict[str, int] | None:
+def _bucket_of(state: SummaryState, stamp: datetime) -> list[int] | None:
     """The bucket of `stamp`'s minute (made if needed), or None if that minute is out of range."""
     minute = minute_of(stamp)
     newest = state.newest_minute
@@ -258,7 +259,7 @@ def _bucket_of(state: SummaryState, stamp: datetime) -> dict[str, int] | None:
         return None
     bucket = state.minutes.get(minute)
     if bucket is None:
-        bucket = state.minutes[minute] = {}
+        bucket = state.minutes[minute] = [0] * len(_TYPES)
     state._lo = _EPOCH + minute * _MINUTE
     state._hi = state._lo + _MINUTE
     state._bucket = bucket
@@ -299,8 +300,9 @@ def events_since(state: SummaryState, minutes: float, now: datetime) -> dict[str
     found: dict[str, int] = {}
     for minute, bucket in state.minutes.items():
         if minute >= start:
-            for kind, n in bucket.items():
-                found[kind] = found.get(kind, 0) + n
+            for kind, n in zip(_TYPES, bucket, strict=True):
+                if n:
+                    found[kind.value] = found.get(kind.value, 0) + n
     return found
 
 
