@@ -23,7 +23,9 @@ from projections.verify import VerifyReport, verify
 from store.base import EventStore, Recorded
 from store.sqlite import SQLiteEventStore
 
-#: A start-up that folds at least this many events stores a snapshot for the next one.
+#: Once the read models have folded this many events since their snapshots (at start-up, or
+#: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
+#: most this many, and closed tasks leave memory (see `projections.base.Tiered`).
 SNAPSHOT_AFTER = 10_000
 
 #: Where the log lives when nobody says: `$SWARMLOG_DB`, else this file in the working directory.
@@ -66,6 +68,7 @@ class EventLog:
         self.projections = list(default_projections() if projections is None else projections)
         self.runner = ProjectionRunner(self.store, self.projections)
         self._started = False
+        self._snapshot_at = 0  # where the read models' newest snapshots (loaded or stored) are
 
     # -- writing --------------------------------------------------------------------------
 
@@ -110,14 +113,24 @@ class EventLog:
             return 0
         read = self.runner.start()
         self._started = True
-        if read >= SNAPSHOT_AFTER:
-            with contextlib.suppress(StoreError):  # read-only: snapshots only speed up start-up
-                self.runner.snapshot()
+        self._snapshot_at = self.runner.position - read
+        self._snapshot_if_due()
         return read
 
     def catch_up(self) -> int:
-        """Fold what was appended since the last look; returns events read."""
-        return self.start() or self.runner.catch_up()
+        """Fold what was appended since the last look; returns events read. Every
+        `SNAPSHOT_AFTER` events folded, a snapshot is stored."""
+        if not self._started:
+            return self.start()
+        read = self.runner.catch_up()
+        self._snapshot_if_due()
+        return read
+
+    def _snapshot_if_due(self) -> None:
+        if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
+            with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
+                self.runner.snapshot()
+            self._snapshot_at = self.runner.position
 
     @property
     def tasks(self) -> TasksState:
@@ -140,12 +153,15 @@ class EventLog:
     def snapshot(self) -> list[int]:
         """Store every read model's state at its position; returns the snapshot ids."""
         self.catch_up()
-        return self.runner.snapshot()
+        ids = self.runner.snapshot()
+        self._snapshot_at = self.runner.position
+        return ids
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Discard the read models and refold them from the whole log; returns events read."""
         read = self.runner.rebuild(progress)
         self._started = True
+        self._snapshot_at = 0  # the rebuilt read models stand on no snapshot
         return read
 
     # -- retention and checks -------------------------------------------------------------
