@@ -66,6 +66,7 @@ class AgentView:
     thoughts: int = 0
     anomalies: list[Anomaly] = field(default_factory=list)
     anomaly_count: int = 0
+    first_position: int = 0  # the position of the first event that named it
 
     @property
     def online(self) -> bool:
@@ -87,6 +88,14 @@ class TaskLink:
     bids: dict[str, int] = field(default_factory=dict)  # while bidding: agent -> latest bid
 
 
+def _roster(entries: Iterable[tuple[str, AgentView]] = ()) -> Tiered[AgentView]:
+    return Tiered(_parse_agent, entries, prefix="agent:")
+
+
+def _links(entries: Iterable[tuple[str, TaskLink]] = ()) -> Tiered[TaskLink]:
+    return Tiered(_parse_link, entries, prefix="task:")
+
+
 def _parse_link(text: str) -> TaskLink:
     return _link(orjson.loads(text))
 
@@ -100,13 +109,34 @@ def _is_closed(link: TaskLink) -> bool:
     return link.status in TERMINAL_STATUSES
 
 
+def _parse_agent(text: str) -> AgentView:
+    return _agent(orjson.loads(text))
+
+
+def _agent(fields: dict[str, Any]) -> AgentView:
+    """An agent that `dumps` wrote."""
+    fields["presence"] = _PRESENCE[fields["presence"]]
+    fields["joined_at"] = parse_time(fields["joined_at"])
+    fields["left_at"] = parse_time(fields["left_at"])
+    fields["anomalies"] = parse_anomalies(fields["anomalies"])
+    return AgentView(**fields)
+
+
+def _is_offline(agent: AgentView) -> bool:
+    return agent.presence is _OFFLINE
+
+
+_PRESENCE = {p.value: p for p in AgentPresence}
+
+
 @dataclass(slots=True)
 class AgentsState:
-    """Every agent by id (in order of first appearance), and the bookkeeping the fold needs
-    (`tasks`: in memory the open tasks and those closed since the last snapshot, see `Tiered`)."""
+    """Every agent by id, and the bookkeeping the fold needs. In memory (see `Tiered`): the
+    agents online and the open tasks, and those that went offline or closed since the last
+    snapshot; `all_agents`, `get_agent` and the other queries see every agent."""
 
-    agents: dict[str, AgentView] = field(default_factory=dict)
-    tasks: Tiered[TaskLink] = field(default_factory=lambda: Tiered(_parse_link))
+    agents: Tiered[AgentView] = field(default_factory=lambda: _roster())
+    tasks: Tiered[TaskLink] = field(default_factory=lambda: _links())
     open_calls: dict[str, str] = field(default_factory=dict)  # call_id -> calling agent
     anomalies: list[Anomaly] = field(default_factory=list)
     anomaly_count: int = 0  # every anomaly, those noted on agents included
@@ -116,7 +146,7 @@ class AgentsProjection:
     """The agent-roster read model. `plain=True` folds without the fast paths (the test oracle)."""
 
     name = "agents"
-    version = 2
+    version = 3
 
     def __init__(self, *, plain: bool = False) -> None:
         self._handlers = _PLAIN_HANDLERS if plain else _HANDLERS
@@ -135,30 +165,29 @@ class AgentsProjection:
         return dispatch_many(self._handlers, state, records)
 
     def dump(self, state: AgentsState) -> str:
-        return self._dump(state, state.tasks.merged())
+        return self._dump(state, state.agents.merged(), state.tasks.merged())
 
     def split(self, state: AgentsState) -> tuple[str, list[tuple[str, str]]]:
+        online = {k: a for k, a in state.agents.items() if not _is_offline(a)}
         open_ = {k: link for k, link in state.tasks.items() if not _is_closed(link)}
-        return self._dump(state, open_), state.tasks.split(_is_closed, dumps)
+        items = state.agents.split(_is_offline, dumps) + state.tasks.split(_is_closed, dumps)
+        return self._dump(state, online, open_), items
 
     def attach(self, state: AgentsState, cold: Cold) -> None:
+        state.agents.attach(cold, _is_offline)
         state.tasks.attach(cold, _is_closed)
 
-    def _dump(self, state: AgentsState, tasks: dict[str, TaskLink]) -> str:
-        return dumps({"agents": state.agents, "tasks": dict(sorted(tasks.items())),
+    def _dump(self, state: AgentsState, agents: dict[str, AgentView],
+              tasks: dict[str, TaskLink]) -> str:
+        by_position = sorted(agents.items(), key=lambda kv: kv[1].first_position)
+        return dumps({"agents": dict(by_position), "tasks": dict(sorted(tasks.items())),
                       "open_calls": state.open_calls, "anomalies": state.anomalies,
                       "anomaly_count": state.anomaly_count})
 
     def load(self, text: str) -> AgentsState:
         raw = orjson.loads(text)
-        agents = {}
-        for agent_id, fields in raw["agents"].items():
-            fields["presence"] = AgentPresence(fields["presence"])
-            fields["joined_at"] = parse_time(fields["joined_at"])
-            fields["left_at"] = parse_time(fields["left_at"])
-            fields["anomalies"] = parse_anomalies(fields["anomalies"])
-            agents[agent_id] = AgentView(**fields)
-        tasks = Tiered(_parse_link, ((k, _link(fields)) for k, fields in raw["tasks"].items()))
+        agents = _roster((k, _agent(fields)) for k, fields in raw["agents"].items())
+        tasks = _links((k, _link(fields)) for k, fields in raw["tasks"].items())
         return AgentsState(
             agents, tasks, raw["open_calls"], parse_anomalies(raw["anomalies"]),
             raw["anomaly_count"],
@@ -173,9 +202,9 @@ def _actor(state: AgentsState, position: int, event: Any, kind: EventType) -> Ag
     agent_id = event.agent_id
     if agent_id is None:
         return None
-    agent = state.agents.get(agent_id)
+    agent = state.agents.recall(agent_id)
     if agent is None:
-        agent = state.agents[agent_id] = AgentView(agent_id)
+        agent = state.agents[agent_id] = AgentView(agent_id, first_position=position)
     # One that never joined is unknown to the table, whatever it did before.
     presence = None if agent.joined_at is None else agent.presence
     if AGENT_TRANSITIONS[presence].get(kind) is None:
@@ -296,7 +325,7 @@ def _on_task_event(state: AgentsState, position: int, event: Any) -> None:
     elif kind is _T.TASK_ASSIGNED:
         _assigned(state, position, event, link, actor)
     elif kind is _T.TASK_COMPLETED or kind is _T.TASK_FAILED:
-        _finished(state, task_id, link, kind)
+        _finished(state, position, task_id, link, kind)
 
 
 def _assigned(
@@ -314,13 +343,14 @@ def _assigned(
     agent.tasks_won += 1
 
 
-def _finished(state: AgentsState, task_id: str, link: TaskLink, kind: EventType) -> None:
+def _finished(state: AgentsState, position: int, task_id: str, link: TaskLink,
+              kind: EventType) -> None:
     link.bids = {}
     if link.agent_id is None:  # failed before anyone won it
         return
-    agent = state.agents.get(link.agent_id)
+    agent = state.agents.recall(link.agent_id)
     if agent is None:  # unreachable: the assignment created it; but a fold never raises
-        agent = state.agents[link.agent_id] = AgentView(link.agent_id)
+        agent = state.agents[link.agent_id] = AgentView(link.agent_id, first_position=position)
     if kind is _T.TASK_COMPLETED:
         agent.tasks_completed += 1
         agent.sats_earned += link.winning_bid or 0
@@ -373,15 +403,24 @@ def _copy(agent: AgentView) -> AgentView:
 
 def get_agent(state: AgentsState, agent_id: str) -> AgentView | None:
     """One agent, or None if the log never named it."""
-    agent = state.agents.get(agent_id)
+    agent = state.agents.peek(agent_id)
     return None if agent is None else _copy(agent)
 
 
+def _by_position(agents: Iterable[AgentView]) -> list[AgentView]:
+    return sorted(agents, key=lambda a: a.first_position)
+
+
+def all_agents(state: AgentsState) -> list[AgentView]:
+    """Every agent, in order of first appearance (offline ones are read from the store)."""
+    return [_copy(a) for a in _by_position(state.agents.merged().values())]
+
+
 def online_agents(state: AgentsState) -> list[AgentView]:
-    """The agents registered right now, in order of first appearance."""
-    return [_copy(a) for a in state.agents.values() if a.presence is _ONLINE]
+    """The agents registered right now, in order of first appearance (all are in memory)."""
+    return [_copy(a) for a in _by_position(state.agents.values()) if a.presence is _ONLINE]
 
 
 def idle_agents(state: AgentsState) -> list[AgentView]:
     """The online agents without a current task."""
-    return [_copy(a) for a in state.agents.values() if a.idle]
+    return [_copy(a) for a in _by_position(state.agents.values()) if a.idle]

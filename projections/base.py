@@ -74,7 +74,8 @@ class SnapshotItems(Protocol):
 
     def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None: ...
 
-    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]: ...
+    def snapshot_items(self, projection: str, version: int, upto: int,
+                       prefix: str = "") -> list[tuple[str, str]]: ...
 
 
 class Cold(NamedTuple):
@@ -88,8 +89,8 @@ class Cold(NamedTuple):
     def get(self, key: str) -> str | None:
         return self.store.snapshot_item(self.projection, self.version, key, self.position)
 
-    def items(self) -> list[tuple[str, str]]:
-        return self.store.snapshot_items(self.projection, self.version, self.position)
+    def items(self, prefix: str = "") -> list[tuple[str, str]]:
+        return self.store.snapshot_items(self.projection, self.version, self.position, prefix)
 
 
 V = TypeVar("V")
@@ -99,20 +100,23 @@ class Tiered(dict[str, V]):
     """Entries by key: those in memory (this dict: every open one, and those changed since the
     last snapshot) over those in the store (`cold`, as of that snapshot). A fold looks in memory
     with `get` and, on a miss, `recall`s the entry from the store into memory; `merged` is every
-    entry, and equality compares every entry."""
+    entry, and equality compares every entry. A projection with two such maps gives them two
+    `prefix`es, which their keys carry in the store."""
 
-    __slots__ = ("_parse", "cold")
+    __slots__ = ("_parse", "_prefix", "cold")
 
-    def __init__(self, parse: Callable[[str], V], entries: Iterable[tuple[str, V]] = ()) -> None:
+    def __init__(self, parse: Callable[[str], V], entries: Iterable[tuple[str, V]] = (), *,
+                 prefix: str = "") -> None:
         super().__init__(entries)
         self._parse = parse
+        self._prefix = prefix
         self.cold: Cold | None = None
 
     def recall(self, key: str) -> V | None:
         """The entry, moved into memory from the store if it was there (None: no such entry)."""
         entry = self.get(key)
         if entry is None and self.cold is not None:
-            text = self.cold.get(key)
+            text = self.cold.get(self._prefix + key)
             if text is not None:
                 entry = self[key] = self._parse(text)
         return entry
@@ -121,7 +125,7 @@ class Tiered(dict[str, V]):
         """The entry, read from the store if it is there, without moving it into memory."""
         entry = self.get(key)
         if entry is None and self.cold is not None:
-            text = self.cold.get(key)
+            text = self.cold.get(self._prefix + key)
             entry = None if text is None else self._parse(text)
         return entry
 
@@ -129,14 +133,15 @@ class Tiered(dict[str, V]):
         """Every entry: those in memory, then those only in the store (in key order)."""
         every = dict(self)
         if self.cold is not None:
-            for key, text in self.cold.items():
-                if key not in every:
-                    every[key] = self._parse(text)
+            skip = len(self._prefix)
+            for key, text in self.cold.items(self._prefix):
+                if key[skip:] not in every:
+                    every[key[skip:]] = self._parse(text)
         return every
 
     def split(self, closed: Callable[[V], bool], dump: Callable[[V], str]) -> list[tuple[str, str]]:
         """The `closed` entries in memory as snapshot items, (key, text)."""
-        return [(key, dump(entry)) for key, entry in self.items() if closed(entry)]
+        return [(self._prefix + key, dump(entry)) for key, entry in self.items() if closed(entry)]
 
     def attach(self, cold: Cold, closed: Callable[[V], bool]) -> None:
         """After a snapshot stored the `closed` entries as items: drop them from memory, and read

@@ -174,8 +174,10 @@ class EventStore(Protocol):
         a position <= `upto`, or None."""
         ...
 
-    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
-        """Every entry of a projection as of a snapshot at `upto`, (key, state) in key order."""
+    def snapshot_items(self, projection: str, version: int, upto: int,
+                       prefix: str = "") -> list[tuple[str, str]]:
+        """Every entry of a projection (whose key starts with `prefix`) as of a snapshot at
+        `upto`, (key, state) in key order."""
         ...
 
     def latest_snapshot(self, projection: str, version: int,

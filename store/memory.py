@@ -203,10 +203,12 @@ class MemoryEventStore:
         at = max((p for p in saved if p <= upto), default=None)
         return None if at is None else saved[at]
 
-    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+    def snapshot_items(self, projection: str, version: int, upto: int,
+                       prefix: str = "") -> list[tuple[str, str]]:
         found = []
         for (name, v, key), _ in sorted(self._items.items()):
-            text = self.snapshot_item(name, v, key, upto) if (name, v) == (projection, version) else None
+            wanted = (name, v) == (projection, version) and key.startswith(prefix)
+            text = self.snapshot_item(name, v, key, upto) if wanted else None
             if text is not None:
                 found.append((key, text))
         return found

@@ -430,11 +430,12 @@ class PostgresEventStore:
             "AND position <= %s ORDER BY position DESC LIMIT 1", (projection, version, key, upto))
         return rows[0][0] if rows else None
 
-    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+    def snapshot_items(self, projection: str, version: int, upto: int,
+                       prefix: str = "") -> list[tuple[str, str]]:
         rows = self._fetch(
             "SELECT DISTINCT ON (key) key, state FROM snapshot_items WHERE projection = %s AND "
-            "version = %s AND position <= %s ORDER BY key, position DESC",
-            (projection, version, upto))
+            "version = %s AND position <= %s AND starts_with(key, %s) "
+            "ORDER BY key, position DESC", (projection, version, upto, prefix))
         return [(key, state) for key, state in rows]
 
     def latest_snapshot(self, projection: str, version: int,

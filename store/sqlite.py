@@ -416,11 +416,14 @@ class SQLiteEventStore:
             "AND position <= ? ORDER BY position DESC LIMIT 1", (projection, version, key, upto))
         return rows[0][0] if rows else None
 
-    def snapshot_items(self, projection: str, version: int, upto: int) -> list[tuple[str, str]]:
+    def snapshot_items(self, projection: str, version: int, upto: int,
+                       prefix: str = "") -> list[tuple[str, str]]:
         # SQLite's bare columns: with max(), `state` comes from the row holding the maximum.
+        # The prefix is a range of the primary key (text compares as UTF-8 bytes).
         rows = self._fetch(
             "SELECT key, state, max(position) FROM snapshot_items WHERE projection = ? AND "
-            "version = ? AND position <= ? GROUP BY key ORDER BY key", (projection, version, upto))
+            "version = ? AND position <= ? AND key >= ? AND key < ? GROUP BY key ORDER BY key",
+            (projection, version, upto, prefix, prefix + "\U0010ffff"))
         return [(key, state) for key, state, _ in rows]
 
     def latest_snapshot(self, projection: str, version: int,

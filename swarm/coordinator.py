@@ -103,7 +103,7 @@ class Coordinator:
         if (agent_id := getattr(command, "agent_id", None)) is not None:
             agent_ids.add(agent_id)
             if isinstance(command, RemoveAgent):
-                agent = agents.agents.get(agent_id)
+                agent = agents.agents.peek(agent_id)
                 task_id = None if agent is None else agent.current_task
         task = None if task_id is None else get_task(tasks, task_id)
         if task is not None:

@@ -126,10 +126,9 @@ class SeededIds:
 
 
 def next_run(log: ReadModels) -> int:
-    """1 + the highest demo run the roster knows (every run registers at least one agent, and
-    the roster keeps every agent in memory, unlike the tasks read model)."""
+    """1 + the highest demo run the roster knows (every run registers at least one agent)."""
     pattern = re.compile(r"r(\d+)-")
-    runs = [int(m.group(1)) for key in log.agents.agents if (m := pattern.match(key))]
+    runs = [int(m.group(1)) for key in log.agents.agents.merged() if (m := pattern.match(key))]
     return max(runs, default=0) + 1
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from domain.errors import SwarmlogError
-from projections.agents import get_agent
+from projections.agents import all_agents
 from projections.tasks import all_tasks
 from swarm import render
 from swarm.cli.app import (
@@ -223,8 +223,8 @@ def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
     console.print(f"simulated {result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC; "
                   f"{result.refused} late bids refused (nothing appended for them)")
     agents_state = log.agents
-    roster = [render.agent_row(v) for a in sorted(agents_state.agents)
-              if a.startswith(result.prefix) and (v := get_agent(agents_state, a)) is not None]
+    roster = [render.agent_row(v) for v in sorted(all_agents(agents_state), key=lambda v: v.agent_id)
+              if v.agent_id.startswith(result.prefix)]
     runs = [render.task_row(t) for t in all_tasks(log.tasks) if t.task_id.startswith(result.prefix)]
     print_tables(*render.summary_tables(summary_data(log, 60)), *render.demo_tables(roster, runs))
     example = next((r["task_id"] for r in reversed(runs) if r["status"] == "failed"), "ID")

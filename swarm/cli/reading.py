@@ -9,7 +9,7 @@ import click
 import orjson
 
 from domain.events import EventType
-from projections.agents import get_agent, online_agents
+from projections.agents import all_agents, online_agents
 from projections.tasks import get_task
 from swarm import render
 from swarm.cli.app import (
@@ -145,8 +145,7 @@ def agents(online: bool, as_json: bool) -> None:
     """
     log = open_log()
     state = log.agents
-    views = online_agents(state) if online else [
-        v for a in state.agents if (v := get_agent(state, a)) is not None]
+    views = online_agents(state) if online else all_agents(state)
     rows = [render.agent_row(v) for v in sorted(views, key=lambda v: v.agent_id)]
     if as_json:
         emit_json(rows)

@@ -74,7 +74,8 @@ def test_every_task_is_in_exactly_one_status_and_the_counts_add_up(
 def test_an_agent_has_at_most_one_current_task(swarm: tuple[EventLog, DemoResult]) -> None:
     log, _ = swarm
     tasks = log.tasks.tasks.merged()
-    current = {a.agent_id: a.current_task for a in log.agents.agents.values() if a.current_task}
+    current = {a.agent_id: a.current_task for a in log.agents.agents.merged().values()
+               if a.current_task}
     assert len(set(current.values())) == len(current)
     for agent_id, task_id in current.items():
         assert tasks[task_id].status in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)
@@ -90,7 +91,7 @@ def test_sats_earned_are_the_winning_bids_of_completed_tasks(swarm: tuple[EventL
         if task.status is TaskStatus.COMPLETED:
             assert task.agent_id is not None and task.winning_bid is not None
             earned[task.agent_id] = earned.get(task.agent_id, 0) + task.winning_bid
-    agents = log.agents.agents
+    agents = log.agents.agents.merged()
     assert {a: v.sats_earned for a, v in agents.items() if v.sats_earned} == earned
     assert sum(earned.values()) > 0
 
@@ -139,7 +140,8 @@ def test_a_second_demo_on_the_same_database_is_run_2(tmp_path: Path) -> None:
         second = run_demo(log, DemoConfig(agents=3, tasks=5, start=START))
         assert (first.run, second.run) == (1, 2)
         assert log.store.count() == first.events + second.events
-        assert sorted(log.tasks.tasks)[-1] == "r2-t0005" and "r2-a03" in log.agents.agents
+        assert sorted(log.tasks.tasks.merged())[-1] == "r2-t0005"
+        assert "r2-a03" in log.agents.agents.merged()
         assert log.tasks.anomaly_count == log.agents.anomaly_count == 0
 
 

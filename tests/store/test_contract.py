@@ -176,6 +176,8 @@ def test_snapshot_items_give_each_entry_as_of_a_position(store: EventStore) -> N
     assert store.snapshot_items("tasks", 1, 20) == [("t1", '"c"'), ("t2", '"b"'), ("t3", '"d"')]
     assert store.snapshot_items("tasks", 2, 20) == [("t1", '"other version"')]
     assert store.snapshot_items("tasks", 1, 9) == []
+    assert store.snapshot_items("tasks", 1, 20, prefix="t3") == [("t3", '"d"')]
+    assert store.snapshot_items("tasks", 1, 20, prefix="x") == []
     # Two snapshots at one position (two processes): the newer write of an entry stands.
     store.save_snapshot("tasks", 1, 20, "{}", [("t1", '"e"')])
     assert store.snapshot_item("tasks", 1, "t1", 20) == '"e"'

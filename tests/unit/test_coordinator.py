@@ -556,7 +556,7 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
         tasks, agents = self.log.tasks, self.log.agents
         assert {t: (v.status.value, v.agent_id) for t, v in tasks.tasks.merged().items()} == {
             t: (m.status, m.agent) for t, m in self.tasks.items()}
-        assert {a: (v.online, v.current_task) for a, v in agents.agents.items()} == {
+        assert {a: (v.online, v.current_task) for a, v in agents.agents.merged().items()} == {
             a: (m.online, m.task) for a, m in self.agents.items()}
         assert tasks.anomaly_count == agents.anomaly_count == 0
 

@@ -16,6 +16,7 @@ from domain.codec import build_event
 from domain.errors import ProjectionError
 from domain.events import Event, EventType, SystemInfoLogged
 from domain.lifecycle import TaskStatus
+from projections.agents import AgentsProjection, all_agents, get_agent, online_agents
 from projections.base import fold
 from projections.runner import ProjectionRunner, default_projections
 from projections.summary import counts
@@ -353,3 +354,28 @@ def test_closed_tasks_are_read_from_the_store_and_still_take_events(make_store: 
     assert runner.query("tasks", get_task, "t3") == get_task(expected, "t3")
     assert get_task(expected, "t1").tool_calls == 2  # type: ignore[union-attr]
     assert runner.query("tasks", get_task, "nope") is None
+
+
+def test_offline_agents_are_read_from_the_store_and_may_come_back(make_store: Any) -> None:
+    store = make_store()
+    join = [build_event(EventType.AGENT_JOINED, "x", agent_id=a, data={"name": a}) for a in "abc"]
+    store.append([*join, build_event(EventType.AGENT_LEFT, "x", agent_id="b"),
+                  build_event(EventType.AGENT_LEFT, "x", agent_id="c")])
+    first = ProjectionRunner(store)
+    first.start()
+    first.snapshot()
+    assert set(first.state("agents").agents) == {"a"}  # the offline ones left memory
+    back = [build_event(EventType.AGENT_JOINED, "x", agent_id="c"),
+            build_event(EventType.TIMMY_THOUGHT, "x", agent_id="b")]  # b: work while offline
+    store.append(back)
+    runner = ProjectionRunner(make_store())
+    runner.start()
+    everything = [r.event for r in store.read()]
+    assert states(runner) == full_fold(everything)
+    expected = fold(AgentsProjection(), recorded(everything))
+    assert [a.agent_id for a in runner.query("agents", all_agents)] == ["a", "b", "c"]
+    assert runner.query("agents", all_agents) == all_agents(expected)
+    assert runner.query("agents", online_agents) == online_agents(expected)
+    assert [a.agent_id for a in online_agents(expected)] == ["a", "c"]
+    assert runner.query("agents", get_agent, "b") == get_agent(expected, "b")
+    assert get_agent(expected, "b").anomaly_count == 1  # type: ignore[union-attr]

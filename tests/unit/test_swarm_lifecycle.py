@@ -337,9 +337,10 @@ class SwarmLifecycle(RuleBasedStateMachine):
             view = every[task_id]
             assert (view.status.value, view.agent_id, view.winning_bid, view.tool_calls) == (
                 t.status, t.agent, t.winning_bid, t.tool_calls)
-        assert set(agents.agents) == set(self.model_agents)
+        roster = agents.agents.merged()  # offline agents may be in the store since a snapshot
+        assert set(roster) == set(self.model_agents)
         for agent_id, a in self.model_agents.items():
-            v = agents.agents[agent_id]
+            v = roster[agent_id]
             assert (v.online, v.current_task, v.tasks_won, v.tasks_completed, v.tasks_failed,
                     v.sats_earned, v.tool_calls, v.tool_failures) == (
                 a.online, a.task, a.won, a.completed, a.failed, a.sats, a.tool_calls,
@@ -361,7 +362,7 @@ class SwarmLifecycle(RuleBasedStateMachine):
     def an_agent_has_at_most_one_current_task(self) -> None:
         self.runner.catch_up()
         tasks = self.runner.state("tasks").tasks.merged()
-        for agent in self.runner.state("agents").agents.values():
+        for agent in self.runner.state("agents").agents.merged().values():
             working = [t for t in tasks.values() if t.is_open and t.agent_id == agent.agent_id]
             assert len(working) <= 1
             assert [t.task_id for t in working] == ([agent.current_task]
@@ -382,7 +383,7 @@ class SwarmLifecycle(RuleBasedStateMachine):
     def sats_earned_are_the_winning_bids_of_completed_tasks(self) -> None:
         self.runner.catch_up()
         tasks = self.runner.state("tasks").tasks.merged()
-        for agent in self.runner.state("agents").agents.values():
+        for agent in self.runner.state("agents").agents.merged().values():
             assert agent.sats_earned == sum(
                 t.winning_bid or 0 for t in tasks.values()
                 if t.agent_id == agent.agent_id and t.status is TaskStatus.COMPLETED)
@@ -402,6 +403,7 @@ class SwarmLifecycleOnSQLite(SwarmLifecycle):
         # The snapshot moved the closed tasks out of memory, and nothing else changed.
         for state in (self.runner.state("tasks").tasks, self.runner.state("agents").tasks):
             assert all(entry.status not in TERMINAL_STATUSES for entry in state.values())
+        assert all(a.online for a in self.runner.state("agents").agents.values())
         assert all(s not in TERMINAL_STATUSES for s in self.runner.state("summary").task_status.values())
         assert {p.name: p.dump(self.runner.state(p.name)) for p in self.runner.projections} == before
         self.runner = ProjectionRunner(self.store)
