@@ -30,6 +30,7 @@ from projections.base import (
     advance_task,
     dispatch_many,
     dumps,
+    missing_field,
     moves_on,
     note,
     parse_anomalies,
@@ -360,6 +361,40 @@ def _finished(state: AgentsState, position: int, task_id: str, link: TaskLink,
         agent.current_task = None
 
 
+_Handler = Callable[[AgentsState, int, Any], None]
+
+
+def _fast_path(kind: EventType) -> _Handler:
+    """The handler of a task event other than a bid or a creation: the common case (a known
+    task, a move the table allows, an online agent where one is needed) inline; anything else,
+    anomalies included, through the plain `_on_task_event`."""
+    moves = moves_on(kind)
+    able = _able(kind) if kind in _AGENT_WORK else None
+    checked = kind is _T.TASK_ASSIGNED
+    finishes = kind is _T.TASK_COMPLETED or kind is _T.TASK_FAILED
+
+    def handle(state: AgentsState, position: int, event: Any) -> None:
+        link = state.tasks.get(event.task_id)
+        if link is not None:
+            after = moves.get(link.status)
+            if after is not None and not (checked and missing_field(event)):
+                agent = None
+                if able is not None:
+                    agent = state.agents.get(event.agent_id)
+                    if agent is None or agent.joined_at is None or agent.presence not in able:
+                        _on_task_event(state, position, event)  # it notes what is wrong
+                        return
+                link.status = after
+                if checked:
+                    _assigned(state, position, event, link, agent)
+                elif finishes:
+                    _finished(state, position, event.task_id, link, kind)
+                return
+        _on_task_event(state, position, event)
+
+    return handle
+
+
 _BID_MOVES = moves_on(_T.BID_SUBMITTED)
 _CAN_BID = _able(_T.BID_SUBMITTED)
 
@@ -380,7 +415,6 @@ def _fast_bid(state: AgentsState, position: int, event: Any) -> None:
     _on_task_event(state, position, event)
 
 
-_Handler = Callable[[AgentsState, int, Any], None]
 _PLAIN_HANDLERS: dict[EventType, _Handler] = {
     _T.AGENT_JOINED: _joined,
     _T.AGENT_LEFT: _left,
@@ -391,7 +425,12 @@ _PLAIN_HANDLERS: dict[EventType, _Handler] = {
     _T.TOOL_FAILED: _tool_finished,
     **dict.fromkeys(TASK_EVENT_TYPES, _on_task_event),
 }
-_HANDLERS: dict[EventType, _Handler] = {**_PLAIN_HANDLERS, _T.BID_SUBMITTED: _fast_bid}
+_HANDLERS: dict[EventType, _Handler] = {
+    **_PLAIN_HANDLERS,
+    **{kind: _fast_path(kind) for kind in TASK_EVENT_TYPES
+       if kind not in (_T.TASK_CREATED, _T.BID_SUBMITTED)},
+    _T.BID_SUBMITTED: _fast_bid,
+}
 
 
 # -- queries (they return copies, safe to keep after the runner's lock is released) ----------
