@@ -62,11 +62,12 @@ class Projection(Protocol[S]):
 # -- entries kept out of memory ------------------------------------------------------------------
 #
 # A read model that keeps an entry per task would grow with every task ever seen, and so would
-# its snapshots and every start-up's load. Closed tasks change no more (terminal statuses are
-# absorbing; only anomalies and tool counts may still land on them), so they leave memory at each
-# snapshot: they are saved beside it as snapshot items, one per entry, and read back one at a
-# time when an event names them. A snapshot then holds what is open, and start-up costs what is
-# open, not what the log has ever held.
+# its snapshots and every start-up's load. Closed tasks hardly change again (terminal statuses
+# are absorbing; only anomalies and tool counts may still land on them), and agents that left
+# may never come back, so at each snapshot they leave memory: they are saved beside it as
+# snapshot items, one per entry, and read back one at a time when an event names them (and kept
+# in memory from then on, until the next snapshot). A snapshot then holds what is open, and
+# start-up costs what is open, not what the log has ever held.
 
 
 class SnapshotItems(Protocol):
