@@ -186,8 +186,9 @@ class EventStore(Protocol):
         given), or None."""
         ...
 
-    def snapshots(self) -> list[SnapshotRecord]:
-        """Every stored snapshot, oldest first."""
+    def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
+        """Every stored snapshot, oldest first (without `with_state`, each `state` is "": a
+        listing that does not read every snapshot's text)."""
         ...
 
     def delete_through(self, position: int) -> int:

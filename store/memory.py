@@ -219,8 +219,8 @@ class MemoryEventStore:
                     and (upto is None or s.position <= upto)]
         return max(matching, key=lambda s: (s.position, s.id), default=None)
 
-    def snapshots(self) -> list[SnapshotRecord]:
-        return list(self._snapshots)
+    def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
+        return [s if with_state else s._replace(state="") for s in self._snapshots]
 
     def delete_through(self, position: int) -> int:
         with self.transaction():

@@ -435,9 +435,11 @@ class SQLiteEventStore:
             (projection, version, 2**63 - 1 if upto is None else upto))
         return SnapshotRecord(*rows[0]) if rows else None
 
-    def snapshots(self) -> list[SnapshotRecord]:
+    def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
+        state = "state" if with_state else "''"
         rows = self._fetch(
-            "SELECT id, projection, version, position, state, created_at FROM snapshots ORDER BY id")
+            f"SELECT id, projection, version, position, {state}, created_at FROM snapshots "
+            "ORDER BY id")
         return [SnapshotRecord(*r) for r in rows]
 
     def delete_through(self, position: int) -> int:

@@ -189,7 +189,7 @@ class EventLog:
             at = folded.get(p.name, 0 if snap is None else snap.position)
             models[p.name] = {"version": p.version, "position": at, "lag": head - at,
                               "snapshot_position": None if snap is None else snap.position}
-        snapshots = store.snapshots()
+        snapshots = store.snapshots(with_state=False)
         return {
             "location": self.location, "head": head, "count": store.count(),
             "size_bytes": store.size_bytes(), "projections": models,

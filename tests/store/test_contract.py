@@ -158,6 +158,8 @@ def test_snapshots_are_found_by_projection_and_version(store: EventStore) -> Non
     latest = store.latest_snapshot("tasks", 1)
     assert latest is not None and (latest.id, latest.position, latest.state) == (second, 20, '{"n": 2}')
     assert first != second and len(store.snapshots()) == 3
+    assert [(s.id, s.position, s.state) for s in store.snapshots(with_state=False)] == [
+        (s.id, s.position, "") for s in store.snapshots()]
     earlier = store.latest_snapshot("tasks", 1, upto=19)
     assert earlier is not None and earlier.id == first
     assert store.latest_snapshot("tasks", 1, upto=9) is None
