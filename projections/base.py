@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
@@ -165,6 +165,7 @@ class Tiered(dict[str, V]):
 S_contra = TypeVar("S_contra", contravariant=True)
 
 
+@runtime_checkable
 class TieredProjection(Protocol[S_contra]):
     """A projection whose closed entries leave memory at each snapshot (see `Tiered`)."""
 
@@ -181,15 +182,15 @@ class TieredProjection(Protocol[S_contra]):
 
 def stored_form(projection: Projection[Any], state: Any) -> tuple[str, list[tuple[str, str]]]:
     """What a snapshot of `state` stores: its text and its items."""
-    split = getattr(projection, "split", None)
-    return split(state) if split is not None else (projection.dump(state), [])
+    if isinstance(projection, TieredProjection):
+        return projection.split(state)
+    return projection.dump(state), []
 
 
 def attach(projection: Projection[Any], state: Any, cold: Cold) -> None:
     """Point a state at the items of the snapshot it was loaded from or just saved as."""
-    hook = getattr(projection, "attach", None)
-    if hook is not None:
-        hook(state, cold)
+    if isinstance(projection, TieredProjection):
+        projection.attach(state, cold)
 
 
 _new_tuple = tuple.__new__
