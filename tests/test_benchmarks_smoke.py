@@ -16,17 +16,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ("batch append", "single-event append", "full rebuild", "start-up from snapshot",
               "get_task_events p50", "get_task_events p99", "get_event_summary(60)",
-              "rebuild memory", "prune half")
+              "rebuild memory", "prune half", "postgres: batch append",
+              "postgres: single-event append", "postgres: full rebuild")
 
 pytest.importorskip("eventsourcing", reason="the peer baseline needs the `dev` or `bench` extra")
 pytest.importorskip("psutil", reason="the memory measurement needs the `dev` or `bench` extra")
 
 
+@pytest.mark.postgres
 def test_a_quick_run_prints_the_table_and_writes_the_same_figures_as_json(tmp_path: Path) -> None:
+    from tests import pg
+
     out = tmp_path / "results.json"
-    done = subprocess.run(
+    done = subprocess.run(  # its PostgreSQL part on the tests' server
         [sys.executable, "-m", "benchmarks", "--quick", "--events", "2000", "--json", str(out),
-         "--workdir", str(tmp_path / "work")],
+         "--workdir", str(tmp_path / "work"), "--postgres", pg.server_url()],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
