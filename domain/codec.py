@@ -342,6 +342,19 @@ _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new
 _fromisoformat = datetime.fromisoformat
 
 
+def vouched_for(id: str, event_type: str, source: str, task_id: str | None,
+                agent_id: str | None, data: str | None, timestamp: str, schema_version: int,
+                stored_checksum: int | None) -> bool:
+    """Whether a stored row is as this codec encoded it from a validated event: its checksum
+    matches, and it is of a known type at its current version (nothing to upcast)."""
+    kind = _KINDS.get(event_type)
+    return (stored_checksum is not None and kind is not None
+            and schema_version == CURRENT_VERSION[kind]
+            and stored_checksum == zlib.crc32(  # `checksum`, inlined: a rebuild's hot path
+                f"{id}\x1f{event_type}\x1f{source}\x1f{task_id}\x1f{agent_id}\x1f{data}"
+                f"\x1f{timestamp}\x1f{schema_version}".encode()))
+
+
 def decode_view(
     seq: int,
     id: str,
@@ -354,18 +367,14 @@ def decode_view(
     schema_version: int,
     stored_checksum: int | None,
 ) -> EventView | Event:
-    """An `EventView` of a stored row whose checksum matches (a known type at its current
-    version); else the typed event, validated in full as `decode` does (or CorruptEvent)."""
-    kind = _KINDS.get(event_type)
-    if (stored_checksum is not None and kind is not None
-            and schema_version == CURRENT_VERSION[kind]
-            and stored_checksum == zlib.crc32(  # `checksum` inlined: this is the rebuild's hot path
-                f"{id}\x1f{event_type}\x1f{source}\x1f{task_id}\x1f{agent_id}\x1f{data}"
-                f"\x1f{timestamp}\x1f{schema_version}".encode())):
+    """An `EventView` of a stored row its checksum vouches for; else the typed event, validated
+    in full as `decode` does (or CorruptEvent)."""
+    if vouched_for(id, event_type, source, task_id, agent_id, data, timestamp, schema_version,
+                   stored_checksum):
         try:
             payload = _loads(data) if data else {}
             if type(payload) is dict:
-                return _new_tuple(EventView, (id, kind, source, task_id, agent_id,
+                return _new_tuple(EventView, (id, _KINDS[event_type], source, task_id, agent_id,
                                               PayloadView(payload), _fromisoformat(timestamp)))
         except Exception:  # only a forged checksum gets here: `decode` says what is wrong
             pass

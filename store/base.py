@@ -125,6 +125,22 @@ class EventStore(Protocol):
         """Events matching every given filter, newest first unless told otherwise."""
         ...
 
+    def query_rows(
+        self,
+        *,
+        event_type: EventType | None = None,
+        task_id: str | None = None,
+        agent_id: str | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[StoredRow]:
+        """`query`, undecoded: the rows as stored (see `StoredRow`)."""
+        ...
+
     def get(self, event_id: str) -> Recorded | None:
         """The event with this id, or None."""
         ...

@@ -80,6 +80,11 @@ class MemoryEventStore:
             self._appended.notify_all()
             return [self._by_id[r[0]] for r in rows]
 
+    def _stored(self, position: int) -> StoredRow:
+        row, version, checksum = self._rows[position]
+        id_, kind, source, task, agent, data, ts, stream, schema = row
+        return position, id_, kind, source, task, agent, data, ts, stream, version, schema, checksum
+
     def _recorded(self, position: int) -> Recorded:
         row, version, _ = self._rows[position]
         id_, kind, source, task, agent, data, ts, stream, schema = row
@@ -109,9 +114,8 @@ class MemoryEventStore:
             with self._lock:
                 if p not in self._rows:
                     continue
-                row, version, checksum = self._rows[p]
-            id_, kind, source, task, agent, data, ts, stream, schema = row
-            yield p, id_, kind, source, task, agent, data, ts, stream, version, schema, checksum
+                stored = self._stored(p)
+            yield stored
 
     def read_task(self, task_id: str) -> Iterator[Recorded]:
         return self._select(lambda row: row[3] == task_id)
@@ -139,17 +143,24 @@ class MemoryEventStore:
         wanted = None if types is None else {EventType(t).value for t in types}
         return self._select(lambda row: in_range(row) and (wanted is None or row[1] in wanted))
 
-    def query(self, *, event_type: EventType | None = None, task_id: str | None = None,
-              agent_id: str | None = None, source: str | None = None,
-              since: datetime | None = None, until: datetime | None = None,
-              limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[Recorded]:
+    def query(self, **filters: Any) -> list[Recorded]:
+        with self._lock:
+            return [self._recorded(p) for p in self._query(**filters)]
+
+    def query_rows(self, **filters: Any) -> list[StoredRow]:
+        with self._lock:
+            return [self._stored(p) for p in self._query(**filters)]
+
+    def _query(self, *, event_type: EventType | None = None, task_id: str | None = None,
+               agent_id: str | None = None, source: str | None = None,
+               since: datetime | None = None, until: datetime | None = None,
+               limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[int]:
         keep = self._matcher(since, until, event_type=event_type, task_id=task_id,
                              agent_id=agent_id, source=source)
-        with self._lock:
-            positions = sorted((p for p, (row, _, _) in self._rows.items() if keep(row)),
-                               reverse=newest_first)
-            end = None if limit is None else offset + limit
-            return [self._recorded(p) for p in positions[offset:end]]
+        positions = sorted((p for p, (row, _, _) in self._rows.items() if keep(row)),
+                           reverse=newest_first)
+        end = None if limit is None else offset + limit
+        return positions[offset:end]
 
     def get(self, event_id: str) -> Recorded | None:
         with self._lock:

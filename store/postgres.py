@@ -360,18 +360,22 @@ class PostgresEventStore:
             params.append([EventType(t).value for t in types])
         return self._paged("".join(f" AND {w}" for w in where), params)
 
-    def query(self, *, event_type: EventType | None = None, task_id: str | None = None,
-              agent_id: str | None = None, source: str | None = None,
-              since: datetime | None = None, until: datetime | None = None,
-              limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[Recorded]:
+    def query(self, **filters: Any) -> list[Recorded]:
+        return [_recorded(row[:11]) for row in self.query_rows(**filters)]
+
+    def query_rows(self, *, event_type: EventType | None = None, task_id: str | None = None,
+                   agent_id: str | None = None, source: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   limit: int | None = None, offset: int = 0,
+                   newest_first: bool = True) -> list[StoredRow]:
         where, params = filters("%s", event_type=event_type, task_id=task_id, agent_id=agent_id,
                                       source=source, since=since, until=until)
-        sql = f"SELECT {_COLUMNS} FROM event_log"
+        sql = f"SELECT {_COLUMNS}, checksum FROM event_log"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT %s OFFSET %s"
         params += [None if limit is None or limit < 0 else limit, max(offset, 0)]
-        return [_recorded(row) for row in self._fetch(sql, params)]
+        return self._fetch(sql, params)  # type: ignore[return-value]
 
     def get(self, event_id: str) -> Recorded | None:
         rows = self._fetch(f"SELECT {_COLUMNS} FROM event_log WHERE id = %s", (event_id,))

@@ -324,10 +324,14 @@ class SQLiteEventStore:
                       ("since", "idx_event_log_timestamp"), ("until", "idx_event_log_timestamp"),
                       ("event_type", "idx_event_log_event_type"))
 
-    def query(self, *, event_type: EventType | None = None, task_id: str | None = None,
-              agent_id: str | None = None, source: str | None = None,
-              since: datetime | None = None, until: datetime | None = None,
-              limit: int | None = None, offset: int = 0, newest_first: bool = True) -> list[Recorded]:
+    def query(self, **filters: Any) -> list[Recorded]:
+        return [_recorded(row[:11]) for row in self.query_rows(**filters)]
+
+    def query_rows(self, *, event_type: EventType | None = None, task_id: str | None = None,
+                   agent_id: str | None = None, source: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   limit: int | None = None, offset: int = 0,
+                   newest_first: bool = True) -> list[StoredRow]:
         given = {"event_type": event_type, "task_id": task_id, "agent_id": agent_id,
                  "source": source, "since": since, "until": until}
         index = next((ix for name, ix in self._DRIVING_INDEX if given[name] is not None), None)
@@ -336,14 +340,14 @@ class SQLiteEventStore:
         # index (without statistics it picked the event_type index over the task's: 123 ms).
         column = index.removeprefix("idx_event_log_") if index else None
         where = [w if w.split()[0] == column else "+" + w for w in where]
-        sql = f"SELECT {_COLUMNS} FROM event_log"
+        sql = f"SELECT {_COLUMNS}, checksum FROM event_log"
         if index is not None:
             sql += f" INDEXED BY {index}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT ? OFFSET ?"
         params += [-1 if limit is None else limit, offset]
-        return [_recorded(row) for row in self._fetch(sql, params)]
+        return self._fetch(sql, params)
 
     def get(self, event_id: str) -> Recorded | None:
         rows = self._fetch(f"SELECT {_COLUMNS} FROM event_log WHERE id = ?", (event_id,))

@@ -15,14 +15,13 @@ named by `$SWARMLOG_DB` (default `./swarmlog.db`). `EventLog(path_or_url)` is th
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from domain.codec import encode, timestamp_text
+from domain.codec import decode, encode, timestamp_text, vouched_for
 from domain.events import Event, EventType
 from domain.ids import utc_now
-from store.base import Recorded
+from store.base import Recorded, StoredRow
 from swarm.log import EventLog, default_location
 
 __all__ = [
@@ -40,50 +39,85 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
 class EventLogEntry:
     """One logged event with the seed's attributes (`id`, `event_type`, `source`, `task_id`,
-    `agent_id`, `data` as JSON text or None, `timestamp` as ISO-8601 text), plus the typed
-    `event` and its `position`. The text forms are made when asked for, not for every listing."""
+    `agent_id`, `data` as JSON text or None, `timestamp` as ISO-8601 text), plus its `position`
+    and the typed `event`.
 
-    event: Event
-    position: int
+    A listing reads rows as stored: a row its checksum vouches for (as swarmlog encoded it from
+    a validated event) gives its text attributes as they are and becomes a typed event only when
+    `event` is asked for; any other row is validated when listed (a corrupt one raises there)."""
+
+    __slots__ = ("_event", "_row", "position")
+
+    def __init__(self, position: int, event: Event | None = None,
+                 row: StoredRow | None = None) -> None:
+        self.position = position
+        self._event = event
+        self._row = row
 
     @classmethod
     def of(cls, recorded: Recorded) -> EventLogEntry:
-        return cls(recorded.event, recorded.position)
+        return cls(recorded.position, recorded.event)
+
+    @classmethod
+    def of_row(cls, row: StoredRow) -> EventLogEntry:
+        position, id_, kind, source, task, agent, data, ts, _, _, schema, crc = row
+        if vouched_for(id_, kind, source, task, agent, data, ts, schema, crc):
+            return cls(position, row=row)
+        return cls(position, decode(position, id_, kind, source, task, agent, data, ts, schema))
+
+    @property
+    def event(self) -> Event:
+        if self._event is None:
+            position, id_, kind, source, task, agent, data, ts, _, _, schema, _ = self._row  # type: ignore[misc]
+            self._event = decode(position, id_, kind, source, task, agent, data, ts, schema)
+        return self._event
 
     @property
     def id(self) -> str:
-        return self.event.id
+        return self._row[1] if self._row else self.event.id
 
     @property
     def event_type(self) -> EventType:
+        if self._row:
+            return _TYPE_OF[self._row[2]]
         return self.event.event_type  # type: ignore[attr-defined, no-any-return]
 
     @property
     def source(self) -> str:
-        return self.event.source
+        return self._row[3] if self._row else self.event.source
 
     @property
     def task_id(self) -> str | None:
-        return self.event.task_id
+        return self._row[4] if self._row else self.event.task_id
 
     @property
     def agent_id(self) -> str | None:
-        return self.event.agent_id
+        return self._row[5] if self._row else self.event.agent_id
 
     @property
     def data(self) -> str | None:
         """The payload as stored: compact JSON text, None when there was none."""
-        return encode(self.event)[5]
+        return self._row[6] if self._row else encode(self.event)[5]
 
     @property
     def timestamp(self) -> str:
         """ISO-8601 in UTC, with microseconds (the stored form)."""
-        return timestamp_text(self.event.timestamp)
+        return self._row[7] if self._row else timestamp_text(self.event.timestamp)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EventLogEntry):
+            return NotImplemented
+        return (self.position, self.event) == (other.position, other.event)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"EventLogEntry(position={self.position}, event={self.event!r})"
 
 
+_TYPE_OF = {t.value: t for t in EventType}
 _lock = threading.Lock()
 _open: tuple[str, EventLog] | None = None  # (the location asked for, the log opened there)
 
@@ -117,25 +151,25 @@ def list_events(event_type: EventType | str | None = None, task_id: str | None =
                 offset: int = 0) -> list[EventLogEntry]:
     """Events matching every given filter, newest first, `limit` at a time from `offset`."""
     kind = None if event_type is None else EventType(event_type)
-    found = _log().query(event_type=kind, task_id=task_id, agent_id=agent_id, source=source,
-                         limit=limit, offset=offset)
-    return [EventLogEntry.of(r) for r in found]
+    found = _log().store.query_rows(event_type=kind, task_id=task_id, agent_id=agent_id,
+                                    source=source, limit=limit, offset=offset)
+    return [EventLogEntry.of_row(r) for r in found]
 
 
 def get_task_events(task_id: str) -> list[EventLogEntry]:
     """Every stored event of a task, newest first (pruned events are gone from here)."""
-    return [EventLogEntry.of(r) for r in _log().query(task_id=task_id)]
+    return [EventLogEntry.of_row(r) for r in _log().store.query_rows(task_id=task_id)]
 
 
 def get_agent_events(agent_id: str) -> list[EventLogEntry]:
     """Every stored event that names an agent, newest first."""
-    return [EventLogEntry.of(r) for r in _log().query(agent_id=agent_id)]
+    return [EventLogEntry.of_row(r) for r in _log().store.query_rows(agent_id=agent_id)]
 
 
 def get_recent_events(minutes: int = 60) -> list[EventLogEntry]:
     """Events of the last `minutes` minutes, newest first."""
     since = utc_now() - timedelta(minutes=minutes)
-    return [EventLogEntry.of(r) for r in _log().query(since=since)]
+    return [EventLogEntry.of_row(r) for r in _log().store.query_rows(since=since)]
 
 
 def get_event_summary(minutes: int = 60) -> dict[str, int]:

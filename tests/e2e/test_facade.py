@@ -114,3 +114,29 @@ def test_bad_input_raises_invalid_event_and_stores_nothing(event_log) -> None:  
         with pytest.raises(InvalidEvent):
             event_log.log_event(**bad)
     assert event_log.list_events() == []
+
+
+def test_listed_entries_read_like_fetched_ones_and_changed_rows_are_validated(
+        event_log, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Listings read rows as stored (their checksum vouches for them) and decode an event only
+    when asked; a row changed behind swarmlog's back is validated when listed."""
+    import sqlite3
+
+    from domain.errors import CorruptEvent
+
+    logged = [event_log.log_event("bid.submitted", "agent", "t1", f"a{i}", {"bid_sats": i,
+                                  "note": "é ✓"}) for i in range(3)]
+    listed = event_log.get_task_events("t1")
+    fetched = [event_log.get_event(e.id) for e in reversed(logged)]
+    for a, b in zip(listed, fetched, strict=True):
+        assert (a.position, a.id, a.event_type, a.source, a.task_id, a.agent_id, a.data,
+                a.timestamp) == (b.position, b.id, b.event_type, b.source, b.task_id, b.agent_id,
+                                 b.data, b.timestamp)
+        assert a.event == b.event and a == b
+    raw = sqlite3.connect(tmp_path / "seed.db", isolation_level=None)
+    raw.execute("DROP TRIGGER event_log_no_update")
+    raw.execute("""UPDATE event_log SET data = '{"bid_sats":-1}' WHERE seq = 2""")
+    raw.close()
+    with pytest.raises(CorruptEvent) as raised:
+        event_log.get_task_events("t1")
+    assert raised.value.seq == 2

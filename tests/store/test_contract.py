@@ -280,6 +280,16 @@ def test_a_retried_append_inside_a_transaction_keeps_the_transactions_other_work
     assert [r.event for r in store.read()] == [stored, first, second]
 
 
+def test_query_rows_are_the_rows_of_query_undecoded(store: EventStore) -> None:
+    store.append([bid("t1", "a", n) for n in range(4)] + [bid("t2", "b", 9)])
+    for filters in ({}, {"task_id": "t1"}, {"agent_id": "b"}, {"limit": 2, "offset": 1},
+                    {"newest_first": False}):
+        rows, records = store.query_rows(**filters), store.query(**filters)
+        assert [r[0] for r in rows] == [r.position for r in records], filters
+        assert [(*r[1:9], r[10]) for r in rows] == [encode(r.event) for r in records]
+        assert [r[11] for r in rows] == [row_checksum(encode(r.event)) for r in records]
+
+
 def test_read_rows_gives_what_is_stored_undecoded(store: EventStore) -> None:
     events = [bid("t1", "a", 1), AgentJoined(source="test", agent_id="a", data={"name": "Ann"})]
     store.append(events)
