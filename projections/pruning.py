@@ -52,6 +52,28 @@ class PruneReport:
     dry_run: bool = False
 
 
+#: The snapshots each projection keeps (see `retire`), besides the one at the latest prune's cut.
+KEEP_SNAPSHOTS = 3
+
+
+def retire(store: EventStore, projections: Sequence[Projection[Any]],
+           keep: int = KEEP_SNAPSHOTS) -> int:
+    """Delete the snapshots of these projections (at their versions) that nothing needs: all but
+    each one's newest `keep`, and those at the latest prune's cut (where a start-up after the
+    prune, or a rebuild without the archive, begins). An older snapshot would only shorten a
+    prune's fold to a cut before it. Other versions' snapshots are left alone (another swarmlog
+    version may read them). Returns how many were deleted."""
+    cut = max((p.last_position for p in store.prunes()), default=None)
+    listed = store.snapshots(with_state=False)
+    doomed: list[int] = []
+    for projection in projections:
+        mine = sorted((s for s in listed
+                       if (s.projection, s.version) == (projection.name, projection.version)),
+                      key=lambda s: (s.position, s.id), reverse=True)
+        doomed += [s.id for s in mine[keep:] if s.position != cut]
+    return store.delete_snapshots(doomed)
+
+
 def first_stored(store: EventStore) -> int:
     """The position of the oldest stored event (head + 1 when none is stored)."""
     return store.head() - store.count() + 1

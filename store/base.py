@@ -207,6 +207,11 @@ class EventStore(Protocol):
         listing that does not read every snapshot's text)."""
         ...
 
+    def delete_snapshots(self, ids: Collection[int]) -> int:
+        """Delete these snapshots (their items stay: a newer snapshot may read them); returns
+        how many were deleted. Snapshots are derived state: see `projections.pruning.retire`."""
+        ...
+
     def delete_through(self, position: int) -> int:
         """The prune primitive: delete every event with position <= `position`; returns the count.
 

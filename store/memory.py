@@ -33,6 +33,7 @@ class MemoryEventStore:
         self._streams: dict[str, int] = {}
         self._head = 0
         self._snapshots: list[SnapshotRecord] = []
+        self._last_snapshot_id = 0  # ids are never reused, as in the SQL stores
         #: (projection, version, key) -> position -> state
         self._items: dict[tuple[str, int, str], dict[int, str]] = {}
         self._prunes: list[PruneRecord] = []
@@ -201,7 +202,8 @@ class MemoryEventStore:
     def save_snapshot(self, projection: str, version: int, position: int, state: str,
                       items: Iterable[tuple[str, str]] = ()) -> int:
         with self.transaction():
-            record = SnapshotRecord(len(self._snapshots) + 1, projection, version, position, state,
+            self._last_snapshot_id += 1
+            record = SnapshotRecord(self._last_snapshot_id, projection, version, position, state,
                                     timestamp_text(utc_now()))
             self._snapshots.append(record)
             for key, text in items:  # a new dict each time: a rollback restores a shallow copy
@@ -232,6 +234,12 @@ class MemoryEventStore:
 
     def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
         return [s if with_state else s._replace(state="") for s in self._snapshots]
+
+    def delete_snapshots(self, ids: Collection[int]) -> int:
+        with self.transaction():
+            kept = [s for s in self._snapshots if s.id not in ids]
+            deleted, self._snapshots = len(self._snapshots) - len(kept), kept
+            return deleted
 
     def delete_through(self, position: int) -> int:
         with self.transaction():

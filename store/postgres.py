@@ -458,6 +458,12 @@ class PostgresEventStore:
             "ORDER BY id")
         return [SnapshotRecord(*r) for r in rows]
 
+    def delete_snapshots(self, ids: Collection[int]) -> int:
+        if not ids:
+            return 0
+        with self._writing("delete snapshots from") as tx:
+            return tx.conn.execute("DELETE FROM snapshots WHERE id = ANY(%s)", (list(ids),)).rowcount
+
     def delete_through(self, position: int) -> int:
         with self._writing("prune") as tx:
             tx.conn.execute("SELECT set_config('swarmlog.prune', 'on', true)")

@@ -446,6 +446,17 @@ class SQLiteEventStore:
             "ORDER BY id")
         return [SnapshotRecord(*r) for r in rows]
 
+    def delete_snapshots(self, ids: Collection[int]) -> int:
+        if not ids:
+            return 0
+        try:
+            with self.transaction():
+                marks = ",".join("?" * len(ids))
+                return self._conn.execute(f"DELETE FROM snapshots WHERE id IN ({marks})",
+                                          list(ids)).rowcount
+        except sqlite3.Error as e:
+            raise self._error("delete snapshots from", e) from e
+
     def delete_through(self, position: int) -> int:
         try:
             with self.transaction():

@@ -25,7 +25,8 @@ from store.sqlite import SQLiteEventStore
 
 #: Once the read models have folded this many events since their snapshots (at start-up, or
 #: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
-#: most this many, and closed tasks leave memory (see `projections.base.Tiered`).
+#: most this many, and closed tasks leave memory (see `projections.base.Tiered`). The older
+#: snapshots are retired (`projections.pruning.retire`): each read model keeps its newest few.
 SNAPSHOT_AFTER = 10_000
 
 #: Where the log lives when nobody says: `$SWARMLOG_DB`, else this file in the working directory.
@@ -130,6 +131,7 @@ class EventLog:
         if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
             with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
                 self.runner.snapshot()
+                pruning.retire(self.store, self.projections)
             self._snapshot_at = self.runner.position
 
     @property
@@ -154,6 +156,7 @@ class EventLog:
         """Store every read model's state at its position; returns the snapshot ids."""
         self.catch_up()
         ids = self.runner.snapshot()
+        pruning.retire(self.store, self.projections)
         self._snapshot_at = self.runner.position
         return ids
 

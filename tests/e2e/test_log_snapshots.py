@@ -3,6 +3,7 @@ snapshot every SNAPSHOT_AFTER folded events, and each snapshot moves closed task
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,15 @@ from swarm.log import EventLog
 _T = EventType
 
 
-def lifecycle(n: int) -> list[Event]:
+def lifecycle(n: int, at: datetime | None = None) -> list[Event]:
     """Task n from creation to completion by agent a1 (who joined first)."""
     t = f"t{n}"
-    return [build_event(_T.TASK_CREATED, "c", t), build_event(_T.TASK_BIDDING, "c", t),
-            build_event(_T.BID_SUBMITTED, "a1", t, "a1", {"bid_sats": n}),
-            build_event(_T.TASK_ASSIGNED, "c", t, "a1", {"bid_sats": n}),
-            build_event(_T.TASK_STARTED, "a1", t, "a1"),
-            build_event(_T.TASK_COMPLETED, "a1", t, "a1")]
+    steps = [(_T.TASK_CREATED, "c", None, None), (_T.TASK_BIDDING, "c", None, None),
+             (_T.BID_SUBMITTED, "a1", "a1", {"bid_sats": n}),
+             (_T.TASK_ASSIGNED, "c", "a1", {"bid_sats": n}), (_T.TASK_STARTED, "a1", "a1", None),
+             (_T.TASK_COMPLETED, "a1", "a1", None)]
+    return [build_event(kind, source, t, agent, data, timestamp=at) for kind, source, agent, data
+            in steps]
 
 
 def test_a_long_running_log_snapshots_as_it_folds(tmp_path: Path,
@@ -65,3 +67,33 @@ def test_a_start_up_that_folds_many_events_leaves_a_snapshot(
     with EventLog(path) as log:
         assert log.start() == 0
         assert count_by_status(log.tasks)["completed"] == 10
+
+
+def test_old_snapshots_are_retired_but_not_the_one_at_the_prune_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "SNAPSHOT_AFTER", 30)
+    path, t0 = tmp_path / "log.db", datetime(2026, 1, 1, tzinfo=UTC)
+
+    def positions(log: EventLog) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for s in log.store.snapshots(with_state=False):
+            found.setdefault(s.projection, []).append(s.position)
+        return found
+
+    with EventLog(path) as log:
+        log.log(_T.AGENT_JOINED, "c", agent_id="a1", timestamp=t0)
+        for n in range(1, 31):  # 180 events, a snapshot every 30
+            log.append(lifecycle(n, at=t0 + timedelta(hours=n)))
+            log.catch_up()
+        assert positions(log) == {k: [121, 151, 181] for k in ("tasks", "agents", "summary")}
+        report = log.prune(before=t0 + timedelta(hours=10, minutes=30), archive=tmp_path / "a")
+        assert (report.first_position, report.last_position) == (1, 61)
+        log.append(lifecycle(31, at=t0 + timedelta(hours=31)))
+        log.snapshot()  # keeps the newest three and the one at the cut
+        assert positions(log) == {k: [151, 181, 61, 187] for k in ("tasks", "agents", "summary")}
+    with EventLog(path) as restarted, EventLog(path) as rebuilt:
+        restarted.start()
+        rebuilt.rebuild()
+        for p in restarted.projections:
+            assert p.dump(restarted.runner.state(p.name)) == p.dump(rebuilt.runner.state(p.name))
+        assert count_by_status(restarted.tasks)["completed"] == 31

@@ -163,6 +163,10 @@ def test_snapshots_are_found_by_projection_and_version(store: EventStore) -> Non
     earlier = store.latest_snapshot("tasks", 1, upto=19)
     assert earlier is not None and earlier.id == first
     assert store.latest_snapshot("tasks", 1, upto=9) is None
+    assert store.delete_snapshots([first]) == 1 and store.delete_snapshots([]) == 0
+    assert store.latest_snapshot("tasks", 1, upto=19) is None
+    assert [s.id for s in store.snapshots()] == [second, second + 1]
+    assert store.save_snapshot("tasks", 1, 40, "{}") > second + 1  # ids are not reused
 
 
 def test_snapshot_items_give_each_entry_as_of_a_position(store: EventStore) -> None:
