@@ -112,27 +112,32 @@ class EventLog:
         start-up that had to fold many events leaves a snapshot, so the next one is quick."""
         if self._started:
             return 0
-        read = self.runner.start()
-        self._started = True
-        self._snapshot_at = self.runner.position - read
-        self._snapshot_if_due()
-        return read
+        return self.catch_up()
 
     def catch_up(self) -> int:
-        """Fold what was appended since the last look; returns events read. Every
-        `SNAPSHOT_AFTER` events folded, a snapshot is stored."""
-        if not self._started:
-            return self.start()
-        read = self.runner.catch_up()
-        self._snapshot_if_due()
-        return read
-
-    def _snapshot_if_due(self) -> None:
+        """Fold what was appended since the last look (from the snapshots, the first time);
+        returns events read. Every `SNAPSHOT_AFTER` events folded, a snapshot is stored."""
+        read = self._fold()
         if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
             with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
-                self.runner.snapshot()
-                pruning.retire(self.store, self.projections)
+                self._store_snapshot()
             self._snapshot_at = self.runner.position
+        return read
+
+    def _fold(self) -> int:
+        if self._started:
+            return self.runner.catch_up()
+        read = self.runner.start()
+        self._started = True
+        self._snapshot_at = self.runner.position - read  # where the loaded snapshots are
+        return read
+
+    def _store_snapshot(self) -> list[int]:
+        """Snapshot every read model, then retire the snapshots nothing needs any more."""
+        ids = self.runner.snapshot()
+        pruning.retire(self.store, self.projections)
+        self._snapshot_at = self.runner.position
+        return ids
 
     @property
     def tasks(self) -> TasksState:
@@ -154,11 +159,8 @@ class EventLog:
 
     def snapshot(self) -> list[int]:
         """Store every read model's state at its position; returns the snapshot ids."""
-        self.catch_up()
-        ids = self.runner.snapshot()
-        pruning.retire(self.store, self.projections)
-        self._snapshot_at = self.runner.position
-        return ids
+        self._fold()
+        return self._store_snapshot()
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Discard the read models and refold them from the whole log; returns events read."""
