@@ -26,9 +26,9 @@ from domain.lifecycle import (
 from projections.base import (
     Anomaly,
     Cold,
+    DispatchingFold,
     Tiered,
     advance_task,
-    dispatch_many,
     dumps,
     missing_field,
     moves_on,
@@ -36,7 +36,6 @@ from projections.base import (
     parse_anomalies,
     parse_time,
 )
-from store.base import Recorded
 
 _T = EventType
 _ONLINE = AgentPresence.ONLINE
@@ -143,36 +142,22 @@ class AgentsState:
     anomaly_count: int = 0  # every anomaly, those noted on agents included
 
 
-class AgentsProjection:
+class AgentsProjection(DispatchingFold):
     """The agent-roster read model. `plain=True` folds without the fast paths (the test oracle)."""
 
     name = "agents"
     version = 3
 
-    def __init__(self, *, plain: bool = False) -> None:
-        self._handlers = _PLAIN_HANDLERS if plain else _HANDLERS
-
     def initial(self) -> AgentsState:
         return AgentsState()
-
-    def apply(self, state: AgentsState, recorded: Recorded) -> AgentsState:
-        event: Any = recorded[3]
-        handler = self._handlers.get(event.event_type)
-        if handler is not None:
-            handler(state, recorded[0], event)
-        return state
-
-    def apply_many(self, state: AgentsState, records: Iterable[Recorded]) -> AgentsState:
-        return dispatch_many(self._handlers, state, records)
 
     def dump(self, state: AgentsState) -> str:
         return self._dump(state, state.agents.merged(), state.tasks.merged())
 
     def split(self, state: AgentsState) -> tuple[str, list[tuple[str, str]]]:
-        online = {k: a for k, a in state.agents.items() if not _is_offline(a)}
-        open_ = {k: link for k, link in state.tasks.items() if not _is_closed(link)}
-        items = state.agents.split(_is_offline, dumps) + state.tasks.split(_is_closed, dumps)
-        return self._dump(state, online, open_), items
+        online, offline = state.agents.split(_is_offline, dumps)
+        open_, closed = state.tasks.split(_is_closed, dumps)
+        return self._dump(state, online, open_), offline + closed
 
     def attach(self, state: AgentsState, cold: Cold) -> None:
         state.agents.attach(cold, _is_offline)
@@ -431,6 +416,7 @@ _HANDLERS: dict[EventType, _Handler] = {
        if kind not in (_T.TASK_CREATED, _T.BID_SUBMITTED)},
     _T.BID_SUBMITTED: _fast_bid,
 }
+AgentsProjection._FAST, AgentsProjection._PLAIN = _HANDLERS, _PLAIN_HANDLERS
 
 
 # -- queries (they return copies, safe to keep after the runner's lock is released) ----------

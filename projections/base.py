@@ -140,9 +140,18 @@ class Tiered(dict[str, V]):
                     every[key[skip:]] = self._parse(text)
         return every
 
-    def split(self, closed: Callable[[V], bool], dump: Callable[[V], str]) -> list[tuple[str, str]]:
-        """The `closed` entries in memory as snapshot items, (key, text)."""
-        return [(self._prefix + key, dump(entry)) for key, entry in self.items() if closed(entry)]
+    def split(self, closed: Callable[[V], bool],
+              dump: Callable[[V], str]) -> tuple[dict[str, V], list[tuple[str, str]]]:
+        """The entries in memory, parted for a snapshot: those that stay in it (by key), and
+        the `closed` ones as snapshot items, (key, text)."""
+        kept: dict[str, V] = {}
+        items: list[tuple[str, str]] = []
+        for key, entry in self.items():
+            if closed(entry):
+                items.append((self._prefix + key, dump(entry)))
+            else:
+                kept[key] = entry
+        return kept, items
 
     def attach(self, cold: Cold, closed: Callable[[V], bool]) -> None:
         """After a snapshot stored the `closed` entries as items: drop them from memory, and read
@@ -225,6 +234,28 @@ def apply_many(projection: Projection[S], state: S, records: Iterable[Recorded])
 
 
 Handler = Callable[[Any, int, Any], None]
+
+
+class DispatchingFold:
+    """`apply` and `apply_many` of a fold whose handlers mutate the state: each event goes to
+    the handler of its type, `(state, position, event)`; `plain=True` takes `_PLAIN` (the test
+    oracle, without fast paths) instead of `_FAST`."""
+
+    _FAST: dict[EventType, Handler]
+    _PLAIN: dict[EventType, Handler]
+
+    def __init__(self, *, plain: bool = False) -> None:
+        self._handlers = self._PLAIN if plain else self._FAST
+
+    def apply(self, state: S, recorded: Recorded) -> S:
+        event: Any = recorded[3]
+        handler = self._handlers.get(event.event_type)
+        if handler is not None:
+            handler(state, recorded[0], event)
+        return state
+
+    def apply_many(self, state: S, records: Iterable[Recorded]) -> S:
+        return dispatch_many(self._handlers, state, records)
 
 
 def dispatch_many(handlers: dict[EventType, Handler], state: S, records: Iterable[Recorded]) -> S:

@@ -130,8 +130,8 @@ class SummaryProjection:
         return self._dump(state, state.task_status.merged())
 
     def split(self, state: SummaryState) -> tuple[str, list[tuple[str, str]]]:
-        open_ = {k: s for k, s in state.task_status.items() if s not in TERMINAL_STATUSES}
-        return self._dump(state, open_), state.task_status.split(_is_closed, str)
+        open_, items = state.task_status.split(_is_closed, str)
+        return self._dump(state, open_), items
 
     def attach(self, state: SummaryState, cold: Cold) -> None:
         state.task_status.attach(cold, _is_closed)

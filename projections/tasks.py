@@ -7,7 +7,7 @@ lifecycle the coordinator would have accepted and the anomalies show what else t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,9 +19,9 @@ from domain.lifecycle import OPEN_STATUSES, TERMINAL_STATUSES, TaskStatus
 from projections.base import (
     Anomaly,
     Cold,
+    DispatchingFold,
     Tiered,
     advance_task,
-    dispatch_many,
     dumps,
     missing_field,
     moves_on,
@@ -29,7 +29,6 @@ from projections.base import (
     parse_anomalies,
     parse_time,
 )
-from store.base import Recorded
 
 _T = EventType
 
@@ -117,34 +116,21 @@ _TIME_FIELDS = (
 )
 
 
-class TasksProjection:
+class TasksProjection(DispatchingFold):
     """The task-state read model. `plain=True` folds without the fast paths (the test oracle)."""
 
     name = "tasks"
     version = 2
 
-    def __init__(self, *, plain: bool = False) -> None:
-        self._handlers = _PLAIN_HANDLERS if plain else _HANDLERS
-
     def initial(self) -> TasksState:
         return TasksState()
-
-    def apply(self, state: TasksState, recorded: Recorded) -> TasksState:
-        event: Any = recorded[3]
-        handler = self._handlers.get(event.event_type)
-        if handler is not None:
-            handler(state, recorded[0], event)
-        return state
-
-    def apply_many(self, state: TasksState, records: Iterable[Recorded]) -> TasksState:
-        return dispatch_many(self._handlers, state, records)
 
     def dump(self, state: TasksState) -> str:
         return self._dump(state, _by_position(state.tasks.merged()))
 
     def split(self, state: TasksState) -> tuple[str, list[tuple[str, str]]]:
-        open_ = {k: t for k, t in state.tasks.items() if not _is_closed(t)}
-        return self._dump(state, open_), state.tasks.split(_is_closed, dumps)
+        open_, items = state.tasks.split(_is_closed, dumps)
+        return self._dump(state, open_), items
 
     def attach(self, state: TasksState, cold: Cold) -> None:
         state.tasks.attach(cold, _is_closed)
@@ -341,6 +327,7 @@ _HANDLERS: dict[EventType, _Handler] = {
     _T.BID_SUBMITTED: _fast_bid,
     **_TOOLS,
 }
+TasksProjection._FAST, TasksProjection._PLAIN = _HANDLERS, _PLAIN_HANDLERS
 
 
 # -- queries (they return copies, safe to keep after the runner's lock is released) ----------
