@@ -54,7 +54,7 @@ class _Sampler(threading.Thread):
 
 
 def measure(path: str) -> dict[str, Any]:
-    from swarm.log import EventLog
+    from swarmlog.log import EventLog
 
     log = EventLog(path)
     log.store.head()  # the connection and its caches are warm before the baseline

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from benchmarks.raw import RawRow, fold_rows, serialise
 from benchmarks.report import Row
 from benchmarks.workload import swarm_specs, to_event
-from swarm.log import EventLog
+from swarmlog.log import EventLog
 
 BATCH = 1000
 now = time.perf_counter
@@ -67,9 +67,9 @@ class RawPostgres:
     def __init__(self, url: str) -> None:
         import psycopg
 
-        from store.postgres import PostgresEventStore
+        from store.postgres import PostgresStore
 
-        PostgresEventStore(url).close()  # the product's schema, migrations and all
+        PostgresStore(url).close()  # the product's schema, migrations and all
         self.conn = psycopg.connect(url, autocommit=True)
 
     def append(self, rows: Sequence[RawRow]) -> None:
@@ -88,7 +88,7 @@ class RawPostgres:
             for r in rows:
                 head += 1
                 version = heads[r[7]] = heads.get(r[7], 0) + 1
-                params.append((head, *r[:9], version, r[9]))
+                params.append((head, *r, version))  # the columns of swarmlog's _INSERT
             columns = [list(column) for column in zip(*params, strict=True)]
             touched = [(s, heads[s]) for s in streams]
             conn.execute(_INSERT, (*columns, [s for s, _ in touched], [v for _, v in touched],

@@ -1,6 +1,6 @@
 """The raw baseline: swarmlog's own schema driven by plain `sqlite3`, with nothing on top.
 
-The file is created by `SQLiteEventStore` (so the tables, indexes, triggers and pragmas are exactly
+The file is created by `SQLiteStore` (so the tables, indexes, triggers and pragmas are exactly
 the product's), then written and read here with pre-serialised tuples and no validation. Every
 operation still does what the design requires of any writer, so that the baseline is the physical
 limit of *this design* rather than of a different one: per-stream versions read from the
@@ -16,14 +16,15 @@ from typing import Any
 
 import orjson
 
-from domain.codec import encode, row_checksum
+from domain.codec import encode
 from domain.events import Event
-from domain.lifecycle import TASK_TRANSITIONS, TaskStatus
-from store.sqlite import SQLiteEventStore
+from domain.task import TRANSITIONS, TaskStatus
+from store.sqlite import SQLiteStore
 
 _INSERT = (
     "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
-    "stream_id, schema_version, checksum, stream_version) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    "stream_id, schema_version, conforms, checksum, stream_version) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT = (
     "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
@@ -31,7 +32,7 @@ _UPSERT = (
 )
 _COLUMNS = (
     "seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, stream_version, "
-    "schema_version"
+    "schema_version, conforms, checksum"
 )
 #: The planner-proof summary query (see DESIGN "Planner trap").
 SUMMARY_SQL = (
@@ -44,19 +45,23 @@ TASK_SQL = f"SELECT {_COLUMNS} FROM event_log WHERE task_id = ? ORDER BY seq DES
 # The task table as plain strings, for the dict fold.
 _MOVES = {
     (None if s is None else s.value): {t.value: n.value for t, n in moves.items()}
-    for s, moves in TASK_TRANSITIONS.items()
+    for s, moves in TRANSITIONS.items()
 }
 _CREATED = TaskStatus.CREATED.value
 
 
-#: A storage row and its checksum: what the raw side inserts, serialised before the clock starts.
-RawRow = tuple[str, str, str, str | None, str | None, str | None, str, str, int, int]
+#: What the raw side inserts, serialised before the clock starts: (id, event_type, source,
+#: task_id, agent_id, data, timestamp, stream_id, schema_version, conforms, checksum), the
+#: columns swarmlog's append fills from a `StoredEvent` (the stream version is added at insert).
+RawRow = tuple[str, str, str, str | None, str | None, str | None, str, str, int, bool | None,
+               int | None]
 
 
 def serialise(event: Event) -> RawRow:
     """The pre-serialised tuple of an event (untimed: the raw side does no encoding)."""
-    row = encode(event)
-    return (*row, row_checksum(row))
+    r = encode(event)
+    return (r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp,
+            r.stream_id, r.schema_version, r.conforms, r.checksum)
 
 
 def fold_rows(rows: Iterable[tuple[Any, ...]]) -> tuple[int, dict[str, Any]]:
@@ -108,7 +113,7 @@ class RawLog:
     """One swarmlog database file, written and read with plain sqlite3."""
 
     def __init__(self, path: str) -> None:
-        SQLiteEventStore(path).close()  # the product's schema, migrations and all
+        SQLiteStore(path).close()  # the product's schema, migrations and all
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")

@@ -31,7 +31,7 @@ from benchmarks.report import Row
 from benchmarks.workload import Spec, swarm_specs, to_event
 from domain.codec import timestamp_text
 from domain.ids import utc_now
-from swarm.log import EventLog
+from swarmlog.log import EventLog
 
 BATCH = 1000
 now = time.perf_counter
@@ -238,7 +238,7 @@ class Run:
         if len(set(counts)) != 1:
             raise RuntimeError(f"the three logs differ in length: {counts}")
         rates = [counts[i] / best[i] for i in range(3)]
-        op = "full rebuild, three projections"
+        op = "full rebuild, three read models"
         self.rows += [
             Row(op, "events/s", rates[0], "raw", rates[1], 0.5,
                 note="raw: scan + orjson + dict fold"),
@@ -291,7 +291,7 @@ class Run:
 
     def task_events(self) -> None:
         os.environ["SWARMLOG_DB"] = self.paths["swarmlog"]
-        from swarm import event_log as facade
+        from swarmlog import event_log as facade
 
         rng = random.Random(self.cfg.seed)
         ids = rng.sample(list(self.tasks), min(self.cfg.samples, len(self.tasks)))
@@ -320,7 +320,7 @@ class Run:
                           higher_is_better=False)]
 
     def summary(self) -> None:
-        from swarm import event_log as facade
+        from swarmlog import event_log as facade
 
         ours: list[float] = []
         theirs: list[float] = []

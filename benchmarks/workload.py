@@ -1,9 +1,11 @@
 """A deterministic swarm: task auctions with several bids, tool calls, joins and leaves, failures.
 
 `swarm_specs(n, seed, end)` yields `n` plain event specs, the same ones for the same arguments
-(the timestamps are laid out backwards from `end`, so that "the last 60 minutes" of the log holds
-what a live swarm of this rate would have there). Every backend of the suite is fed from these
-specs: typed swarmlog events, pre-serialised rows for raw SQLite, aggregate events for the peer.
+and the same swarm (kinds, tasks, agents, payloads, gaps) for any `end`, so that two runs measure
+the same swarm. The timestamps are laid out backwards from `end`, so that "the last 60 minutes"
+of the log holds what a live swarm of this rate would have there. Every backend of the suite is
+fed from these specs: typed swarmlog events, pre-serialised rows for raw SQLite, aggregate
+events for the peer.
 
 The mix at 1M events: ~75k tasks (created, bidding, 2-6 bids, auction closed, assigned, started,
 0-4 tool calls completing or failing, completed or failed; ~4% fail for want of bids, ~9% fail at
@@ -64,6 +66,10 @@ class _Task:
 def swarm_specs(n: int, seed: int = 17, end: datetime | None = None) -> Iterator[Spec]:
     """`n` event specs of a plausible swarm, deterministic for (n, seed, end)."""
     rng = random.Random(seed)
+    # The ids' random bits come from their own generator: how many a stamp draws depends on
+    # where `end` falls within a millisecond, and drawn from `rng` they made every run a
+    # different swarm (164 agents online at the end in one run, 120 in the next).
+    id_bits = random.Random(seed + 1)
     end = (end or datetime.now(UTC)).astimezone(UTC)
     start = end - timedelta(seconds=n * MEAN_GAP)
     start_us = int(start.timestamp() * 1_000_000)
@@ -82,11 +88,11 @@ def swarm_specs(n: int, seed: int = 17, end: datetime | None = None) -> Iterator
         us = start_us + clock_us
         ms = us // 1000
         if ms > last_ms:
-            last_ms, counter = ms, rng.getrandbits(10)
+            last_ms, counter = ms, id_bits.getrandbits(10)
         else:
             counter += 1
         moment = datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
-        return _uuid7(ms, counter, rng), moment
+        return _uuid7(ms, counter, id_bits), moment
 
     def spec(kind: str, source: str, task: str | None, agent: str | None,
              data: dict[str, Any]) -> Spec:

@@ -1,6 +1,16 @@
-"""The pure core of swarmlog: event types, typed events, their codec, lifecycle rules, errors."""
+"""The pure core of swarmlog: the event catalogue, its codec, the task and agent deciders, the
+commands they decide, and the errors. No I/O; imports nothing else of the project."""
 
-from domain.codec import MAX_DATA_BYTES, build_event, decode, encode, upcast, upcaster
+from domain.codec import (
+    MAX_DATA_BYTES,
+    StoredEvent,
+    build_event,
+    decode,
+    encode,
+    timestamp_text,
+    upcast,
+    upcaster,
+)
 from domain.errors import (
     ConcurrencyError,
     CorruptEvent,
@@ -18,6 +28,8 @@ from domain.events import (
     AnyEvent,
     AuctionClosed,
     BidSubmitted,
+    BugReportCreated,
+    ErrorCaptured,
     Event,
     EventType,
     SystemErrorLogged,
@@ -45,14 +57,17 @@ __all__ = [
     "AnyEvent",
     "AuctionClosed",
     "BidSubmitted",
+    "BugReportCreated",
     "ConcurrencyError",
     "CorruptEvent",
+    "ErrorCaptured",
     "Event",
     "EventType",
     "InvalidEvent",
     "InvalidTransition",
     "ProjectionError",
     "StoreError",
+    "StoredEvent",
     "SwarmlogError",
     "SystemErrorLogged",
     "SystemInfoLogged",
@@ -71,6 +86,7 @@ __all__ = [
     "decode",
     "encode",
     "new_event_id",
+    "timestamp_text",
     "upcast",
     "upcaster",
     "utc_now",

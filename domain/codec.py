@@ -1,9 +1,7 @@
-"""Events to storage rows and back: validation at the edge, upcasting of old payloads on read.
+"""Events to stored rows and back: validation at the edge, upcasting of old payloads on read.
 
-A storage row is the ADR 017 row plus `stream_id` and `schema_version`:
-(id, event_type, source, task_id, agent_id, data, timestamp, stream_id, schema_version), where
-`data` is the payload as compact JSON text (None when the payload is empty) and `timestamp` is
-UTC ISO-8601 with microseconds, so that text order is time order.
+A stored row (`StoredEvent`) is the ADR 017 row plus its position, stream, versions, whether it
+conforms to its type's schema, and its checksum: the one shape of a stored event everywhere.
 """
 
 from __future__ import annotations
@@ -25,8 +23,6 @@ from domain.events import EVENT_CLASSES, AnyEvent, Event, EventType
 
 #: The largest payload (`data` as stored JSON) one event may carry, in bytes.
 MAX_DATA_BYTES = 64 * 1024
-
-Row = tuple[str, str, str, str | None, str | None, str | None, str, str, int]
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 # The hot paths call these directly (see `encode` and `decode`).
@@ -158,28 +154,56 @@ def _check_storable(blob: bytes) -> None:
         json.loads(blob, parse_int=_whole_number)  # rare: only then look at the integers
 
 
-def encode_plain(event: Event) -> Row:
-    """The storage row of a typed event, step by step: the oracle `encode` must always equal."""
+class StoredEvent(NamedTuple):
+    """An event as the log holds it: the one row type of swarmlog.
+
+    Its text fields are as stored (`data` is the payload's JSON text, None when there is none;
+    `timestamp` UTC ISO-8601 with microseconds, so that text order is time order). `decode` makes
+    the typed event of it. A row not yet appended has position and stream version 0.
+    """
+
+    position: int
+    id: str
+    event_type: str
+    source: str
+    task_id: str | None
+    agent_id: str | None
+    data: str | None
+    timestamp: str
+    stream_id: str
+    stream_version: int
+    schema_version: int
+    #: True: validated as its type when appended (folds need not validate it again); False: it
+    #: does not conform to its type's schema; None: written by something else, not checked.
+    conforms: bool | None
+    #: The CRC-32 of the fields `decode` reads, as encoded (None: not written by swarmlog).
+    checksum: int | None
+
+    @property
+    def event(self) -> Event:
+        """The typed event of the row (validated; CorruptEvent naming its position if it is
+        not one)."""
+        return decode(self)
+
+
+def encode_plain(event: Event) -> StoredEvent:
+    """The row of a typed event, step by step: the oracle `encode` must always equal."""
     try:
-        blob = event.data.model_dump_json(exclude_unset=True).encode()  # type: ignore[attr-defined]
+        blob = event.data.model_dump_json(exclude_unset=True).encode()
     except (PydanticSerializationError, UnicodeEncodeError) as e:
         raise InvalidEvent("data", f"cannot be serialised as JSON: {e}") from None
     _check_storable(blob)
-    return (
-        event.id,
-        event.event_type.value,  # type: ignore[attr-defined]
-        event.source,
-        event.task_id,
-        event.agent_id,
-        None if blob == b"{}" else blob.decode(),
-        event.timestamp.isoformat(timespec="microseconds"),
-        event.stream_id,
-        event.schema_version,  # type: ignore[attr-defined]
-    )
+    data = None if blob == b"{}" else blob.decode()
+    stamp = event.timestamp.isoformat(timespec="microseconds")
+    kind = event.event_type.value
+    return StoredEvent(0, event.id, kind, event.source, event.task_id, event.agent_id, data, stamp,
+                       event.stream_id, 0, event.schema_version, True,
+                       checksum(event.id, kind, event.source, event.task_id, event.agent_id, data,
+                                stamp, event.schema_version))
 
 
-def encode(event: Event) -> Row:
-    """The storage row of a typed event; refuses payloads that cannot be stored faithfully.
+def encode(event: Event) -> StoredEvent:
+    """The row of a typed event (to append); refuses payloads that cannot be stored faithfully.
 
     The append hot path (profiled: `model_dump_json` and `isoformat` were two thirds of it). It is
     `encode_plain` with two shortcuts that give the same bytes: the payload's serializer is called
@@ -188,7 +212,7 @@ def encode(event: Event) -> Row:
     `isoformat`; any other timestamp takes `isoformat`. (And an event type's text is looked up:
     `Enum.value` is a Python-level property.)
     """
-    data = event.data  # type: ignore[attr-defined]
+    data = event.data
     try:
         blob = data.__pydantic_serializer__.to_json(data, exclude_unset=True)
     except (PydanticSerializationError, UnicodeEncodeError) as e:
@@ -199,108 +223,64 @@ def encode(event: Event) -> Row:
         stamp = _dumps(moment)[1:-1].decode()  # orjson omits a zero fraction: isoformat below
     else:
         stamp = moment.isoformat(timespec="microseconds")
-    return (
-        event.id,
-        _TEXT_OF[event.event_type],  # type: ignore[attr-defined]
-        event.source,
-        event.task_id,
-        event.agent_id,
-        None if blob == b"{}" else blob.decode(),
-        stamp,
-        event.stream_id,
-        event.schema_version,  # type: ignore[attr-defined]
-    )
+    text = None if blob == b"{}" else blob.decode()
+    id_, kind, source, task_id, agent_id = (event.id, _TEXT_OF[event.event_type], event.source,
+                                            event.task_id, event.agent_id)
+    version = event.schema_version
+    return _new_tuple(StoredEvent, (
+        0, id_, kind, source, task_id, agent_id, text, stamp, event.stream_id, 0, version, True,
+        zlib.crc32(f"{id_}\x1f{kind}\x1f{source}\x1f{task_id}\x1f{agent_id}\x1f{text}"
+                   f"\x1f{stamp}\x1f{version}".encode())))
 
 
-def decode_plain(
-    seq: int,
-    id: str,
-    event_type: str,
-    source: str,
-    task_id: str | None,
-    agent_id: str | None,
-    data: str | bytes | None,
-    timestamp: str,
-    schema_version: int,
-) -> Event:
+def _fields(row: StoredEvent) -> dict[str, Any]:
+    """What the typed event of a row is validated from (its payload upcast if older)."""
+    kind = _KINDS.get(row.event_type)
+    if kind is None:
+        raise ValueError(f"event_type: {row.event_type!r} is not one of: {', '.join(_KINDS)}")
+    payload = orjson.loads(row.data) if row.data else {}
+    if not isinstance(payload, dict):
+        raise ValueError(f"data is a JSON {type(payload).__name__}, not an object")
+    if row.schema_version != CURRENT_VERSION[kind]:
+        payload = upcast(kind, row.schema_version, payload)
+    return {"id": row.id, "event_type": kind, "source": row.source, "task_id": row.task_id,
+            "agent_id": row.agent_id, "data": payload, "timestamp": row.timestamp}
+
+
+def decode_plain(row: StoredEvent) -> Event:
     """The typed event of a stored row, step by step: the oracle `decode` must always equal."""
     try:
-        kind = EventType(event_type)
-        payload = orjson.loads(data) if data else {}
-        if not isinstance(payload, dict):
-            raise ValueError(f"data is a JSON {type(payload).__name__}, not an object")
-        if schema_version != CURRENT_VERSION[kind]:
-            payload = upcast(kind, schema_version, payload)
-        return _ADAPTER.validate_python(
-            {
-                "id": id,
-                "event_type": kind,
-                "source": source,
-                "task_id": task_id,
-                "agent_id": agent_id,
-                "data": payload,
-                "timestamp": timestamp,
-            }
-        )
+        return _ADAPTER.validate_python(_fields(row))
     except ValidationError as e:
         field, message = _field_of(e)
-        raise CorruptEvent(seq, f"{field}: {message}") from None
+        raise CorruptEvent(row.position, f"{field}: {message}") from None
     except (ValueError, orjson.JSONDecodeError, TypeError) as e:
-        raise CorruptEvent(seq, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise CorruptEvent(row.position, str(e).splitlines()[0] if str(e) else type(e).__name__) \
+            from None
 
 
-def decode(
-    seq: int,
-    id: str,
-    event_type: str,
-    source: str,
-    task_id: str | None,
-    agent_id: str | None,
-    data: str | bytes | None,
-    timestamp: str,
-    schema_version: int,
-) -> Event:
-    """The typed event of a stored row (upcast if it is older), or CorruptEvent naming `seq`.
+def decode(row: StoredEvent) -> Event:
+    """The typed event of a stored row (upcast if it is older), or CorruptEvent naming its
+    position.
 
-    The read hot path: every row is still validated in full (the log is read by other SQLite
-    clients' rows too, and a corrupt row must be reported, never folded). What is skipped is the
-    Python around the validation (an Enum call, the TypeAdapter wrapper): the common row — a known
-    type at its current version with a JSON-object payload — is validated in one call. Any other
-    row, and any failure, goes to `decode_plain`, which gives the same event or names the error.
+    Every row is validated in full: this is how a row is checked (a listing asks for its typed
+    event; a fold asks only for rows it cannot vouch for). What is skipped is the Python around
+    the validation (an Enum call, the TypeAdapter wrapper): the common row, a known type at its
+    current version with a JSON-object payload, is validated in one call. Any other row, and any
+    failure, goes to `decode_plain`, which gives the same event or names the error.
     """
     try:
-        kind = _KINDS.get(event_type)
-        if kind is not None and schema_version == CURRENT_VERSION[kind]:
-            payload = _loads(data) if data else {}
+        kind = _KINDS.get(row.event_type)
+        if kind is not None and row.schema_version == CURRENT_VERSION[kind]:
+            payload = _loads(row.data) if row.data else {}
             if type(payload) is dict:
-                return _validate(
-                    {
-                        "id": id,
-                        "event_type": kind,
-                        "source": source,
-                        "task_id": task_id,
-                        "agent_id": agent_id,
-                        "data": payload,
-                        "timestamp": timestamp,
-                    }
-                )
-    except Exception:  # the plain path below reports it, with its seq
+                event: Event = _validate({"id": row.id, "event_type": kind, "source": row.source,
+                                  "task_id": row.task_id, "agent_id": row.agent_id,
+                                  "data": payload, "timestamp": row.timestamp})
+                return event
+    except Exception:  # the plain path below reports it, with its position
         pass
-    return decode_plain(seq, id, event_type, source, task_id, agent_id, data, timestamp,
-                        schema_version)
-
-
-# -- rows the store vouches for -----------------------------------------------------------------
-#
-# Validating every row again on read is the price of a log other SQLite clients can write to: a
-# row this codec did not encode must be checked before a fold trusts it. A row it did encode was
-# validated on its way in, and reading it back with a typed event costs a full validation again
-# (4 us a row, two thirds of a rebuild, profiled). So each stored row carries `checksum`, the
-# CRC-32 of its fields computed when it was encoded; a bulk fold reads a row whose checksum
-# matches as a light `EventView` (no validation: the same fields, plain values), and validates
-# any other row (no checksum: written by something else; a mismatch: changed since) in full.
-# CRC-32 detects accidental change (a bit flip, a stray UPDATE with the guards dropped); it is
-# not a signature, and a client forging rows can forge it too, as it could forge anything else.
+    return decode_plain(row)
 
 
 def checksum(id: str, event_type: str, source: str, task_id: str | None, agent_id: str | None,
@@ -310,75 +290,13 @@ def checksum(id: str, event_type: str, source: str, task_id: str | None, agent_i
                       f"\x1f{timestamp}\x1f{schema_version}".encode())
 
 
-def row_checksum(row: Row) -> int:
-    """`checksum` of a storage row."""
-    id_, kind, source, task_id, agent_id, data, stamp, _stream, schema_version = row
-    return checksum(id_, kind, source, task_id, agent_id, data, stamp, schema_version)
-
-
-class PayloadView(dict[str, Any]):
-    """The payload of an `EventView`: every key, and each as an attribute, None when absent, as
-    the typed payload's declared fields are (no declared field shares a name with a dict
-    method: the tests compare every one with the typed payload's)."""
-
-    __slots__ = ()
-    __getattr__ = dict.get  # C-level: a fold reads a field or two of every event
-
-
-class EventView(NamedTuple):
-    """A stored event read without validation, because its row's checksum shows it is as this
-    codec encoded it from a validated event: the typed event's fields, for folds to read."""
-
-    id: str
-    event_type: EventType
-    source: str
-    task_id: str | None
-    agent_id: str | None
-    data: PayloadView
-    timestamp: datetime
+def row_checksum(row: StoredEvent) -> int:
+    """`checksum` of a row's fields."""
+    return checksum(row.id, row.event_type, row.source, row.task_id, row.agent_id, row.data,
+                    row.timestamp, row.schema_version)
 
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
-_fromisoformat = datetime.fromisoformat
-
-
-def vouched_for(id: str, event_type: str, source: str, task_id: str | None,
-                agent_id: str | None, data: str | None, timestamp: str, schema_version: int,
-                stored_checksum: int | None) -> bool:
-    """Whether a stored row is as this codec encoded it from a validated event: its checksum
-    matches, and it is of a known type at its current version (nothing to upcast)."""
-    kind = _KINDS.get(event_type)
-    return (stored_checksum is not None and kind is not None
-            and schema_version == CURRENT_VERSION[kind]
-            and stored_checksum == zlib.crc32(  # `checksum`, inlined: a rebuild's hot path
-                f"{id}\x1f{event_type}\x1f{source}\x1f{task_id}\x1f{agent_id}\x1f{data}"
-                f"\x1f{timestamp}\x1f{schema_version}".encode()))
-
-
-def decode_view(
-    seq: int,
-    id: str,
-    event_type: str,
-    source: str,
-    task_id: str | None,
-    agent_id: str | None,
-    data: str | None,
-    timestamp: str,
-    schema_version: int,
-    stored_checksum: int | None,
-) -> EventView | Event:
-    """An `EventView` of a stored row its checksum vouches for; else the typed event, validated
-    in full as `decode` does (or CorruptEvent)."""
-    if vouched_for(id, event_type, source, task_id, agent_id, data, timestamp, schema_version,
-                   stored_checksum):
-        try:
-            payload = _loads(data) if data else {}
-            if type(payload) is dict:
-                return _new_tuple(EventView, (id, _KINDS[event_type], source, task_id, agent_id,
-                                              PayloadView(payload), _fromisoformat(timestamp)))
-        except Exception:  # only a forged checksum gets here: `decode` says what is wrong
-            pass
-    return decode(seq, id, event_type, source, task_id, agent_id, data, timestamp, schema_version)
 
 
 def timestamp_text(moment: datetime) -> str:

@@ -20,7 +20,7 @@ from domain.ids import new_event_id, utc_now
 
 
 class EventType(StrEnum):
-    """What kind of fact an event records (ADR 017's twelve, and six its callers also use)."""
+    """What kind of fact an event records (ADR 017's twelve, and eight its callers also use)."""
 
     TASK_CREATED = "task.created"
     TASK_BIDDING = "task.bidding"
@@ -40,6 +40,8 @@ class EventType(StrEnum):
     SYSTEM_WARNING = "system.warning"
     SYSTEM_INFO = "system.info"
     TIMMY_THOUGHT = "timmy.thought"
+    ERROR_CAPTURED = "error.captured"
+    BUG_REPORT_CREATED = "bug_report.created"
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -104,6 +106,7 @@ class AgentLeftData(Payload):
 
 class AgentStatusChangedData(Payload):
     status: Text | None = None
+    task: Text | None = None  # the task a "busy" or "idle" status is about
 
 
 class BidSubmittedData(Payload):
@@ -151,11 +154,30 @@ class TimmyThoughtData(Payload):
     content: Text | None = None
 
 
+class ErrorCapturedData(Payload):
+    error_type: Text | None = None
+    message: Text | None = None
+    hash: Text | None = None
+    file: Text | None = None
+    line: Annotated[int, Field(strict=True)] | None = None
+    git_branch: Text | None = None
+    git_commit: Text | None = None
+
+
+class BugReportCreatedData(Payload):
+    error_hash: Text | None = None
+    title: Text | None = None
+
+
 class Event(BaseModel):
-    """The envelope every event shares. Subclasses fix `event_type` and the payload class."""
+    """The envelope every event shares. Subclasses fix `event_type`, `schema_version` and the
+    payload class."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    event_type: EventType
+    schema_version: int
+    data: Payload
     id: Id = Field(default_factory=new_event_id)
     source: Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_NUL)]
     task_id: Id | None = None
@@ -316,6 +338,22 @@ class TimmyThoughtRecorded(Event):
     data: TimmyThoughtData = TimmyThoughtData()
 
 
+class ErrorCaptured(Event):
+    """An exception was captured, with where it happened (file, line, git branch and commit)."""
+
+    event_type: Literal[EventType.ERROR_CAPTURED] = EventType.ERROR_CAPTURED
+    schema_version: Literal[1] = 1
+    data: ErrorCapturedData = ErrorCapturedData()
+
+
+class BugReportCreated(Event):
+    """A bug report was filed (for a captured error)."""
+
+    event_type: Literal[EventType.BUG_REPORT_CREATED] = EventType.BUG_REPORT_CREATED
+    schema_version: Literal[1] = 1
+    data: BugReportCreatedData = BugReportCreatedData()
+
+
 AnyEvent = Annotated[
     TaskCreated
     | TaskBiddingOpened
@@ -334,7 +372,9 @@ AnyEvent = Annotated[
     | SystemErrorLogged
     | SystemWarningLogged
     | SystemInfoLogged
-    | TimmyThoughtRecorded,
+    | TimmyThoughtRecorded
+    | ErrorCaptured
+    | BugReportCreated,
     Field(discriminator="event_type"),
 ]
 

@@ -2,29 +2,23 @@
 them folded: `ProjectionRunner(store).start()`, then query with `runner.query(name, fn, ...)`."""
 
 from projections.agents import (
-    AgentsProjection,
     AgentsState,
     AgentView,
+    agents_online,
     all_agents,
     get_agent,
     idle_agents,
     online_agents,
 )
-from projections.base import Anomaly, Projection, apply_many, fold
+from projections.base import Anomaly, Cold, Projection, Tiered
+from projections.models import ReadModels, ReadModelsProjection, counts
 from projections.runner import ProjectionRunner, default_projections
-from projections.summary import (
-    MINUTE_BUCKETS,
-    SummaryProjection,
-    SummaryState,
-    counts,
-    events_since,
-)
+from projections.summary import MINUTE_BUCKETS, SummaryState, events_since
 from projections.tasks import (
-    TasksProjection,
+    TaskChange,
     TasksState,
     TaskView,
     all_tasks,
-    count_by_status,
     get_task,
     open_tasks,
     tasks_by_status,
@@ -33,24 +27,24 @@ from projections.tasks import (
 __all__ = [
     "MINUTE_BUCKETS",
     "AgentView",
-    "AgentsProjection",
     "AgentsState",
     "Anomaly",
+    "Cold",
     "Projection",
     "ProjectionRunner",
-    "SummaryProjection",
+    "ReadModels",
+    "ReadModelsProjection",
     "SummaryState",
+    "TaskChange",
     "TaskView",
-    "TasksProjection",
     "TasksState",
+    "Tiered",
+    "agents_online",
     "all_agents",
     "all_tasks",
-    "apply_many",
-    "count_by_status",
     "counts",
     "default_projections",
     "events_since",
-    "fold",
     "get_agent",
     "get_task",
     "idle_agents",

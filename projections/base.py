@@ -1,29 +1,73 @@
-"""The projection abstraction, the anomaly record, and helpers the three read models share.
+"""The projection abstraction, the anomaly record, and what the read models share.
 
-A projection is a deterministic, total fold: `apply(state, recorded)` never raises on anything the
-store can hold. An event that breaks the lifecycle is not refused (it is already a fact in the
-log); it is noted as an `Anomaly` on the read model it touches and counted.
+A projection is a deterministic, total fold: `apply(state, position, event)` never raises on
+anything the store can hold. An event that breaks the lifecycle is not refused (it is already a
+fact in the log); it is noted as an `Anomaly` on the read model it touches and counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import orjson
 
-from domain.codec import decode_view
-from domain.events import EventType
-from domain.lifecycle import TASK_TRANSITIONS, TaskStatus
-from store.base import Recorded, StoredRow
+from domain.codec import StoredEvent, decode
+from domain.events import Event
 
 S = TypeVar("S")
+V = TypeVar("V")
 
 #: Anomalies kept per task or agent (the newest); their counts stay exact.
 MAX_ANOMALIES = 20
 #: Anomalies kept per read model for events that touch no single task or agent.
 MAX_UNATTRIBUTED_ANOMALIES = 100
+
+
+class Projection(Generic[S]):
+    """A read model: a named, versioned, deterministic fold of the log into a JSON-able state.
+
+    Subclasses give `name`, `version`, `initial`, `apply`, `dump` and `load`; `fold_rows` folds
+    stored rows (decoding each to its typed event) and may be replaced by a faster fold that
+    gives the same state. A projection whose closed entries leave memory at each snapshot also
+    overrides `split` and `attach` (see `Tiered`)."""
+
+    #: Unique among the projections of one runner; names the snapshots.
+    name: str
+    #: Bump whenever `apply` (or the shape of the state) changes: older snapshots are then ignored.
+    version: int
+
+    def initial(self) -> S:
+        """The state of an empty log."""
+        raise NotImplementedError
+
+    def apply(self, state: S, position: int, event: Event) -> S:
+        """Fold one event into `state` (it may be changed in place); never raises."""
+        raise NotImplementedError
+
+    def fold_rows(self, state: S, rows: Iterable[StoredEvent]) -> S:
+        """Fold stored rows, in position order: `apply` of each one's typed event."""
+        for row in rows:
+            state = self.apply(state, row.position, decode(row))
+        return state
+
+    def dump(self, state: S) -> str:
+        """The state as JSON text, such that `load(dump(s)) == s`."""
+        raise NotImplementedError
+
+    def load(self, text: str) -> S:
+        """The state a `dump` (or `split`) wrote."""
+        raise NotImplementedError
+
+    def split(self, state: S) -> tuple[str, list[tuple[str, str]]]:
+        """What a snapshot of `state` stores: its text, and the entries it keeps out of memory
+        as items, (key, JSON text). By default everything is in the text."""
+        return self.dump(state), []
+
+    def attach(self, state: S, cold: Cold) -> None:
+        """After a snapshot `split` made is stored (or loaded): drop its items from memory and
+        read entries that are not in memory from `cold` from now on. By default nothing."""
 
 
 class Anomaly(NamedTuple):
@@ -34,29 +78,28 @@ class Anomaly(NamedTuple):
     reason: str
 
 
-class Projection(Protocol[S]):
-    """A read model: a named, versioned, deterministic fold of the log into a JSON-able state."""
+class Noted(Protocol):
+    """Something that keeps its anomalies: a task, an agent, or a whole read model."""
 
-    #: Unique among the projections of one runner; names the snapshots.
-    name: str
-    #: Bump whenever `apply` (or the shape of the state) changes: older snapshots are then ignored.
-    version: int
+    anomalies: list[Anomaly]
+    anomaly_count: int
 
-    def initial(self) -> S:
-        """The state of an empty log."""
-        ...
 
-    def apply(self, state: S, recorded: Recorded) -> S:
-        """Fold one event into `state` (it may be mutated) and return the new state. Never raises."""
-        ...
+def note(model: Noted, entity: Noted | None, position: int, kind: str, reason: str) -> None:
+    """Record an anomaly on `entity` (or on the read model when it touches no single entity)."""
+    model.anomaly_count += 1
+    anomaly = Anomaly(position, kind, reason)
+    if entity is None:
+        _keep(model.anomalies, anomaly, MAX_UNATTRIBUTED_ANOMALIES)
+    else:
+        entity.anomaly_count += 1
+        _keep(entity.anomalies, anomaly, MAX_ANOMALIES)
 
-    def dump(self, state: S) -> str:
-        """The state as JSON text, such that `load(dump(s)) == s`."""
-        ...
 
-    def load(self, text: str) -> S:
-        """The state a `dump` wrote."""
-        ...
+def _keep(anomalies: list[Anomaly], anomaly: Anomaly, cap: int) -> None:
+    anomalies.append(anomaly)
+    if len(anomalies) > cap:
+        del anomalies[0]
 
 
 # -- entries kept out of memory ------------------------------------------------------------------
@@ -92,9 +135,6 @@ class Cold(NamedTuple):
 
     def items(self, prefix: str = "") -> list[tuple[str, str]]:
         return self.store.snapshot_items(self.projection, self.version, self.position, prefix)
-
-
-V = TypeVar("V")
 
 
 class Tiered(dict[str, V]):
@@ -171,177 +211,6 @@ class Tiered(dict[str, V]):
     __hash__ = None
 
 
-S_contra = TypeVar("S_contra", contravariant=True)
-
-
-@runtime_checkable
-class TieredProjection(Protocol[S_contra]):
-    """A projection whose closed entries leave memory at each snapshot (see `Tiered`)."""
-
-    def split(self, state: S_contra) -> tuple[str, list[tuple[str, str]]]:
-        """The snapshot of `state`: its JSON text without the closed entries (`load` reads it
-        like a `dump`), and those entries as items, (key, JSON text)."""
-        ...
-
-    def attach(self, state: S_contra, cold: Cold) -> None:
-        """After the snapshot `split` made is stored: drop its items from memory, and read
-        entries from `cold` from now on."""
-        ...
-
-
-def stored_form(projection: Projection[Any], state: Any) -> tuple[str, list[tuple[str, str]]]:
-    """What a snapshot of `state` stores: its text and its items."""
-    if isinstance(projection, TieredProjection):
-        return projection.split(state)
-    return projection.dump(state), []
-
-
-def attach(projection: Projection[Any], state: Any, cold: Cold) -> None:
-    """Point a state at the items of the snapshot it was loaded from or just saved as."""
-    if isinstance(projection, TieredProjection):
-        projection.attach(state, cold)
-
-
-_new_tuple = tuple.__new__
-
-
-def views(rows: Iterable[StoredRow]) -> Iterator[Recorded]:
-    """Stored rows as records for a bulk fold (a rebuild, a prune): each row whose checksum
-    shows it is as swarmlog wrote it becomes a light `EventView`, any other row a typed event
-    validated in full (see `domain.codec.decode_view`). Folds read both alike."""
-    for position, id_, kind, source, task, agent, data, ts, stream, version, schema, crc in rows:
-        event = decode_view(position, id_, kind, source, task, agent, data, ts, schema, crc)
-        # A NamedTuple built with tuple.__new__: the same object, without the Python __new__.
-        yield _new_tuple(Recorded, (position, stream, version, event))
-
-
-def fold(projection: Projection[S], records: Iterable[Recorded], state: S | None = None) -> S:
-    """Fold `records` into `state` (the initial state if None): rebuild is this `reduce`."""
-    current = projection.initial() if state is None else state
-    apply = projection.apply
-    for recorded in records:
-        current = apply(current, recorded)
-    return current
-
-
-def apply_many(projection: Projection[S], state: S, records: Iterable[Recorded]) -> S:
-    """Fold several events: the projection's own `apply_many` if it has one (the same result as
-    `apply` one by one, minus a call per event), else `apply` one by one."""
-    many = getattr(projection, "apply_many", None)
-    if many is not None:
-        return many(state, records)
-    return fold(projection, records, state)
-
-
-Handler = Callable[[Any, int, Any], None]
-
-
-class DispatchingFold:
-    """`apply` and `apply_many` of a fold whose handlers mutate the state: each event goes to
-    the handler of its type, `(state, position, event)`; `plain=True` takes `_PLAIN` (the test
-    oracle, without fast paths) instead of `_FAST`."""
-
-    _FAST: dict[EventType, Handler]
-    _PLAIN: dict[EventType, Handler]
-
-    def __init__(self, *, plain: bool = False) -> None:
-        self._handlers = self._PLAIN if plain else self._FAST
-
-    def apply(self, state: S, recorded: Recorded) -> S:
-        event: Any = recorded[3]
-        handler = self._handlers.get(event.event_type)
-        if handler is not None:
-            handler(state, recorded[0], event)
-        return state
-
-    def apply_many(self, state: S, records: Iterable[Recorded]) -> S:
-        return dispatch_many(self._handlers, state, records)
-
-
-def dispatch_many(handlers: dict[EventType, Handler], state: S, records: Iterable[Recorded]) -> S:
-    """The loop of a fold that mutates its state: each event to the handler of its type."""
-    get = handlers.get
-    for recorded in records:
-        event: Any = recorded[3]
-        handler = get(event.event_type)
-        if handler is not None:
-            handler(state, recorded[0], event)
-    return state
-
-
-class Noted(Protocol):
-    """Something that keeps its anomalies: a task, an agent, or a whole read model."""
-
-    anomalies: list[Anomaly]
-    anomaly_count: int
-
-
-def note(model: Noted, entity: Noted | None, position: int, event: Any, reason: str) -> None:
-    """Record an anomaly on `entity` (or on the read model when it touches no single entity)."""
-    model.anomaly_count += 1
-    anomaly = Anomaly(position, event.event_type.value, reason)
-    if entity is None:
-        _keep(model.anomalies, anomaly, MAX_UNATTRIBUTED_ANOMALIES)
-    else:
-        entity.anomaly_count += 1
-        _keep(entity.anomalies, anomaly, MAX_ANOMALIES)
-
-
-def _keep(anomalies: list[Anomaly], anomaly: Anomaly, cap: int) -> None:
-    anomalies.append(anomaly)
-    if len(anomalies) > cap:
-        del anomalies[0]
-
-
-# -- the task lifecycle as every fold applies it ---------------------------------------------
-
-_ASSIGNED = EventType.TASK_ASSIGNED
-_BID = EventType.BID_SUBMITTED
-
-
-# Folds take events as `Any`: the payload (`data`) and `event_type` are declared on each member
-# of the event union, not on the `Event` base.
-
-
-def missing_field(event: Any) -> str | None:
-    """The field a task event lacks that the fold needs to apply it (None when complete)."""
-    kind = event.event_type
-    if kind is _ASSIGNED or kind is _BID:
-        if event.agent_id is None:
-            return "agent_id"
-        if kind is _BID and event.data.bid_sats is None:
-            return "data.bid_sats"
-    return None
-
-
-def advance_task(status: TaskStatus | None, event: Any) -> tuple[TaskStatus, bool]:
-    """(the task's status after `event`, whether the event was applied) for an event of one of
-    `TASK_EVENT_TYPES` that has a task_id. Every fold uses this so that they agree.
-
-    A task first seen through a later event (its task.created lost or logged without a task_id,
-    as the seed's callers do) is taken as created, so the rest of its lifecycle still folds. An
-    event the table refuses, or one lacking the agent or bid it needs, changes nothing.
-    """
-    kind = event.event_type
-    if status is None and kind is not EventType.TASK_CREATED:
-        status = TaskStatus.CREATED
-    after = TASK_TRANSITIONS[status].get(kind)
-    if after is None or ((kind is _ASSIGNED or kind is _BID) and missing_field(event)):
-        # Only task.created leaves `status` None, and the table always accepts it.
-        return status or TaskStatus.CREATED, False
-    return after, True
-
-
-def moves_on(kind: EventType) -> dict[TaskStatus, TaskStatus]:
-    """status -> next status on `kind`, for the statuses of an existing task that allow it: the
-    table, sliced for the fast paths of the folds (a miss sends them to the plain path)."""
-    return {
-        status: moves[kind]
-        for status, moves in TASK_TRANSITIONS.items()
-        if status is not None and kind in moves
-    }
-
-
 # -- JSON ---------------------------------------------------------------------------------------
 
 
@@ -361,27 +230,28 @@ def parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_anomalies(items: list[list[Any]]) -> list[Anomaly]:
     """Anomalies that `dumps` wrote."""
     return [_new_tuple(Anomaly, item) for item in items]  # (a NamedTuple, minus its __new__)
 
 
 #: Events folded a page at a time (between two releases of a runner's state lock, and two
-#: progress reports).
-#: Small on purpose: decoded events held in a page outlive the collector's young generation and
-#: get promoted, and full collections then walk the whole read model; at 500 a 1M-event rebuild
-#: spent 11 of its 25 s in 86 full collections, at 50 it runs 8 (profiled).
+#: progress reports). Small on purpose: rows held in a page outlive the collector's young
+#: generation and get promoted, and full collections then walk the whole read model.
 PAGE_SIZE = 50
 
 
 def fold_page(projections: Sequence[Projection[Any]], states: list[Any], positions: list[int],
-               page: list[Recorded]) -> None:
-    """Fold one page into each projection, skipping the events at or before its position."""
+              page: Sequence[StoredEvent]) -> None:
+    """Fold one page into each projection, skipping the rows at or before its position."""
     first, last = page[0].position, page[-1].position
     for i, projection in enumerate(projections):
         at = positions[i]
         if at >= last:
             continue
         todo = page if at < first else [r for r in page if r.position > at]
-        states[i] = apply_many(projection, states[i], todo)
+        states[i] = projection.fold_rows(states[i], todo)
         positions[i] = last

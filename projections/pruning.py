@@ -22,20 +22,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from domain.codec import timestamp_text
+from domain.codec import StoredEvent, timestamp_text
 from domain.errors import ProjectionError
-from projections.base import (
-    PAGE_SIZE,
-    Cold,
-    Projection,
-    apply_many,
-    attach,
-    fold_page,
-    stored_form,
-    views,
-)
-from store.archive import read_segment, row_line, segment_name, write_segment
-from store.base import EventStore, PruneRecord, SnapshotRecord, StoredRow
+from projections.base import PAGE_SIZE, Cold, Projection, fold_page
+from store.archive import read_segment, segment_name, to_line, write_segment
+from store.base import PruneRecord, SnapshotRecord, Store, first_stored, prefix_end
 
 
 @dataclass(frozen=True)
@@ -56,7 +47,7 @@ class PruneReport:
 KEEP_SNAPSHOTS = 3
 
 
-def retire(store: EventStore, projections: Sequence[Projection[Any]],
+def retire(store: Store, projections: Sequence[Projection[Any]],
            keep: int = KEEP_SNAPSHOTS) -> int:
     """Delete the snapshots of these projections (at their versions) that nothing needs: all but
     each one's newest `keep`, and those at the latest prune's cut (where a start-up after the
@@ -72,11 +63,6 @@ def retire(store: EventStore, projections: Sequence[Projection[Any]],
                       key=lambda s: (s.position, s.id), reverse=True)
         doomed += [s.id for s in mine[keep:] if s.position != cut]
     return store.delete_snapshots(doomed)
-
-
-def first_stored(store: EventStore) -> int:
-    """The position of the oldest stored event (head + 1 when none is stored)."""
-    return store.head() - store.count() + 1
 
 
 def _segments(prunes: Sequence[PruneRecord], after: int, through: int) -> list[PruneRecord]:
@@ -103,10 +89,10 @@ def _segments(prunes: Sequence[PruneRecord], after: int, through: int) -> list[P
     return covering
 
 
-def _load(store: EventStore, projection: Projection[Any], snap: SnapshotRecord) -> Any:
+def _load(store: Store, projection: Projection[Any], snap: SnapshotRecord) -> Any:
     try:
         state = projection.load(snap.state)
-        attach(projection, state, Cold(store, projection.name, projection.version, snap.position))
+        projection.attach(state, Cold(store, projection.name, projection.version, snap.position))
         return state
     except Exception as e:  # a snapshot this code cannot read is not guessed around
         raise ProjectionError(
@@ -115,7 +101,7 @@ def _load(store: EventStore, projection: Projection[Any], snap: SnapshotRecord) 
         ) from e
 
 
-def restore(store: EventStore, projection: Projection[Any], upto: int | None = None, *,
+def restore(store: Store, projection: Projection[Any], upto: int | None = None, *,
             use_snapshots: bool = True) -> tuple[Any, int]:
     """(state, position): the projection at the newest point at or before `upto` from which the
     stored events continue — its newest snapshot of its current version (older versions are
@@ -143,17 +129,17 @@ def restore(store: EventStore, projection: Projection[Any], upto: int | None = N
         return _load(store, projection, at_cut), gap_end
     for prune in segments:
         archived = read_segment(prune.archive_path or "", prune.archive_sha256)
-        state = apply_many(projection, state,
-                           (r for r in archived if position < r.position <= gap_end))
+        state = projection.fold_rows(state, (r for r in archived
+                                             if position < r.position <= gap_end))
     return state, gap_end
 
 
-def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: datetime,
+def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime,
           archive: str | os.PathLike[str] | None = None, dry_run: bool = False) -> PruneReport:
     """Delete the longest stored prefix older than `cutoff`, snapshotting every projection first."""
     cutoff_text = timestamp_text(cutoff)
     with store.transaction():
-        first, end = first_stored(store), store.prefix_end(cutoff)
+        first, end = first_stored(store), prefix_end(store, cutoff)
         if end < first:
             return PruneReport(0, None, None, cutoff, dry_run=dry_run)
         if dry_run:
@@ -168,16 +154,16 @@ def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: dat
         def fold_and_pass_on() -> Iterator[bytes]:
             # One pass over the stored rows: decoded and folded a page at a time (the folds'
             # fast paths), archived as they are stored (no re-encoding: a sixth of a prune).
-            page: list[StoredRow] = []
-            for stored in store.read_rows(after=start, limit=end - start):
-                page.append(stored)
+            page: list[StoredEvent] = []
+            for row in store.read(start, end):
+                page.append(row)
                 if len(page) == PAGE_SIZE:
-                    fold_page(projections, states, positions, list(views(page)))
+                    fold_page(projections, states, positions, page)
                     page = []
-                if stored[0] >= first:
-                    yield row_line(stored)
+                if row.position >= first:
+                    yield to_line(row)
             if page:
-                fold_page(projections, states, positions, list(views(page)))
+                fold_page(projections, states, positions, page)
 
         path = digest = None
         if archive is not None:
@@ -185,10 +171,9 @@ def prune(store: EventStore, projections: Sequence[Projection[Any]], cutoff: dat
         else:
             for _ in fold_and_pass_on():
                 pass
-        ids = [store.save_snapshot(p.name, p.version, end, *stored_form(p, s))
+        ids = [store.save_snapshot(p.name, p.version, end, *p.split(s))
                for p, s in zip(projections, states, strict=True)]
-        store.record_prune(first, end, end - first + 1, cutoff_text, path, digest)
-        removed = store.delete_through(end)
+        removed = store.remove_prefix(first, end, cutoff_text, path, digest)
         if removed != end - first + 1:
             raise ProjectionError(f"prune expected to remove {end - first + 1} events, found {removed}")
     return PruneReport(removed, first, end, cutoff, ids, path, digest)

@@ -1,8 +1,9 @@
 """The projection runner: load snapshots, fold the tail, catch up, follow, snapshot, rebuild.
 
-Every fold streams: events come from `store.read(after)` a page at a time, so memory is bounded by
+Every fold streams: rows come from `store.read(after)` a page at a time, so memory is bounded by
 the read models and one page, never by the length of the log. All projections share one read
-pass; each skips what its snapshot already holds.
+pass; each skips what its snapshot already holds. Rows swarmlog validated when it appended them
+are folded without being validated again (see `projections.fast`); any other row is.
 
 Threads: one lock guards the states. The folding thread takes it per page (so queries never wait
 long) and a query takes it for its duration (`query`), so a `follow()` in one thread and queries
@@ -15,22 +16,23 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
+from domain.codec import StoredEvent
 from domain.errors import ProjectionError
-from projections.agents import AgentsProjection
-from projections.base import PAGE_SIZE, Cold, Projection, attach, fold_page, stored_form, views
+from projections.base import PAGE_SIZE, Cold, Projection, fold_page
+from projections.models import ReadModelsProjection
 from projections.pruning import restore
-from projections.summary import SummaryProjection
-from projections.tasks import TasksProjection
-from store.base import EventStore, Recorded
+from store.base import Store, stored_count
 
 R = TypeVar("R")
 
 
 Progress = Callable[[int, int], None]
+OnRow = Callable[[StoredEvent], None]
+
 
 def default_projections() -> list[Projection[Any]]:
-    """The read models every swarmlog keeps: tasks, agents, summary."""
-    return [TasksProjection(), AgentsProjection(), SummaryProjection()]
+    """The read models every swarmlog keeps: tasks, agents and summary, folded together."""
+    return [ReadModelsProjection()]
 
 
 class ProjectionRunner:
@@ -38,7 +40,7 @@ class ProjectionRunner:
 
     def __init__(
         self,
-        store: EventStore,
+        store: Store,
         projections: Sequence[Projection[Any]] | None = None,
         *,
         page_size: int = PAGE_SIZE,
@@ -100,7 +102,7 @@ class ProjectionRunner:
             self._load_snapshots(upto=None)
             return self._fold()
 
-    def catch_up(self, on_event: Callable[[Recorded], None] | None = None) -> int:
+    def catch_up(self, on_event: OnRow | None = None) -> int:
         """Fold the events appended since the last fold (starting first if needed); returns how
         many were read. `on_event` sees each event once it is folded."""
         with self._folding:
@@ -131,7 +133,7 @@ class ProjectionRunner:
         self,
         stop: threading.Event | None = None,
         poll_interval: float = 0.2,
-        on_event: Callable[[Recorded], None] | None = None,
+        on_event: OnRow | None = None,
     ) -> None:
         """Keep folding as other processes or threads append, until `stop` is set (forever if
         None). `on_event` sees each event once it is folded (in this thread)."""
@@ -149,10 +151,10 @@ class ProjectionRunner:
             # From nothing, or across pruned history from its archive (never from snapshots).
             restored = [restore(self.store, p, use_snapshots=False) for p in self.projections]
             states, positions = [s for s, _ in restored], [at for _, at in restored]
-            head, total = self.store.head(), self.store.count()
             done = 0
-            rows = self.store.read_rows(min(positions, default=0))
-            for page in _pages(views(rows), head, self._page_size):
+            head, total = self.store.head(), stored_count(self.store)
+            rows = self.store.read(min(positions, default=0), head)
+            for page in _pages(rows, None, self._page_size):
                 fold_page(self.projections, states, positions, page)
                 done += len(page)
                 if progress is not None:
@@ -168,7 +170,7 @@ class ProjectionRunner:
             if not self._started:
                 self.start()  # a snapshot of unloaded initial states could shadow real ones
             with self.lock:
-                dumped = [(p, at, *stored_form(p, state)) for p, state, at in
+                dumped = [(p, at, *p.split(state)) for p, state, at in
                           zip(self.projections, self._states, self._positions, strict=True)]
             with self.store.transaction():  # outside the lock: queries need not wait for disk
                 ids = [self.store.save_snapshot(p.name, p.version, at, text, items)
@@ -176,7 +178,7 @@ class ProjectionRunner:
             with self.lock:  # stored: what the snapshots hold as items leaves memory
                 for p, state, at in zip(self.projections, self._states, self._positions,
                                         strict=True):
-                    attach(p, state, Cold(self.store, p.name, p.version, at))
+                    p.attach(state, Cold(self.store, p.name, p.version, at))
             return ids
 
     # -- internals ------------------------------------------------------------------------------
@@ -195,11 +197,11 @@ class ProjectionRunner:
             self._started = True
 
     def _fold(self, until: int | None = None,
-              on_event: Callable[[Recorded], None] | None = None) -> int:
+              on_event: OnRow | None = None) -> int:
         """Fold every event after the lowest position (through `until`) into the projections
         that have not seen it; returns how many events were read."""
         after, read = self.position, 0
-        for page in _pages(self.store.read(after), until, self._page_size):
+        for page in _pages(self.store.read(after, until), until, self._page_size):
             if read == 0 and page[0].position > after + 1:
                 return self._fold_over_gap(until, on_event)
             try:
@@ -213,8 +215,8 @@ class ProjectionRunner:
                 ) from e
             read += len(page)
             if on_event is not None:
-                for recorded in page:
-                    on_event(recorded)
+                for row in page:
+                    on_event(row)
         if read == 0 and (until is None or until > after) and self._pruned_after(after):
             return self._fold_over_gap(until, on_event)
         return read
@@ -223,24 +225,25 @@ class ProjectionRunner:
         """Whether the events right after `after` are gone (pruned since this runner folded)."""
         if self.store.head() <= after:
             return False
-        following = next(iter(self.store.read(after, limit=1)), None)  # (an append may race)
+        following = next(self.store.query(after=after, limit=1), None)  # (an append may race)
         return following is None or following.position > after + 1
 
     def _fold_over_gap(self, until: int | None,
-                       on_event: Callable[[Recorded], None] | None) -> int:
+                       on_event: OnRow | None) -> int:
         """Someone pruned events this runner had not folded yet: start again from the snapshots
         the prune stored (or fail, if there are none to start from)."""
         self._load_snapshots(upto=until)
         return self._fold(until, on_event)
 
 
-def _pages(records: Iterator[Recorded], until: int | None, size: int) -> Iterable[list[Recorded]]:
-    """`records` (through position `until`) in lists of up to `size`."""
-    page: list[Recorded] = []
-    for recorded in records:
-        if until is not None and recorded.position > until:
+def _pages(rows: Iterator[StoredEvent], until: int | None, size: int
+           ) -> Iterable[list[StoredEvent]]:
+    """`rows` (through position `until`) in lists of up to `size`."""
+    page: list[StoredEvent] = []
+    for row in rows:
+        if until is not None and row.position > until:
             break
-        page.append(recorded)
+        page.append(row)
         if len(page) >= size:
             yield page
             page = []

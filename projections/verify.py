@@ -9,12 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.codec import checksum, decode
+from domain.codec import decode, row_checksum
 from domain.errors import CorruptEvent, SwarmlogError
 from projections.base import Projection
-from projections.pruning import first_stored
 from store.archive import sha256_of
-from store.base import EventStore
+from store.base import Store, first_stored
 
 #: Problems reported in full; beyond this only the count grows.
 MAX_PROBLEMS = 50
@@ -44,7 +43,7 @@ class VerifyReport:
             self.problems.append(text)
 
 
-def verify(store: EventStore, projections: Sequence[Projection[Any]]) -> VerifyReport:
+def verify(store: Store, projections: Sequence[Projection[Any]]) -> VerifyReport:
     """Check the whole log; never raises for what it finds, only reports it."""
     report = VerifyReport()
     _check_prunes(store, report)
@@ -65,7 +64,7 @@ def verify(store: EventStore, projections: Sequence[Projection[Any]]) -> VerifyR
     return report
 
 
-def _check_prunes(store: EventStore, report: VerifyReport) -> None:
+def _check_prunes(store: Store, report: VerifyReport) -> None:
     expected_first = 1
     for prune in store.prunes():
         if prune.first_position != expected_first:
@@ -86,29 +85,30 @@ def _check_prunes(store: EventStore, report: VerifyReport) -> None:
                        f"prunes, but the log starts at {first_stored(store)}")
 
 
-def _check_events(store: EventStore, report: VerifyReport) -> None:
+def _check_events(store: Store, report: VerifyReport) -> None:
     expected = first_stored(store)
     versions: dict[str, int] = {}
     # Without a prune every stream starts at version 1; after one, at whatever survived.
     pruned = expected > 1
-    for stored in store.read_rows(after=expected - 1):
-        position, id_, kind, source, task, agent, data, ts, stream, version, schema, crc = stored
+    for row in store.read(after=expected - 1):
         try:  # validated in full, whatever its checksum says
-            decode(position, id_, kind, source, task, agent, data, ts, schema)
+            decode(row)
         except CorruptEvent as e:
             report.problem(str(e))
-        if crc is None:
+        if row.checksum is None:
             report.unchecksummed += 1
-        elif crc != checksum(id_, kind, source, task, agent, data, ts, schema):
-            report.problem(f"the event at position {position} was changed after it was written "
-                           "(its checksum does not match)")
-        _check_one(position, expected, stream, version, versions, pruned, report)
-        expected = position + 1
+        elif row.checksum != row_checksum(row):
+            report.problem(f"the event at position {row.position} was changed after it was "
+                           "written (its checksum does not match)")
+        _check_one(row.position, expected, row.stream_id, row.stream_version, versions, pruned,
+                   report)
+        expected = row.position + 1
     if expected - 1 != store.head():
         report.problem(f"the log ends at position {expected - 1}, but its head is {store.head()}")
     report.streams = len(versions)
+    heads = store.stream_versions(list(versions))
     for stream, version in versions.items():
-        head = store.stream_version(stream)
+        head = heads[stream]
         if head != version:
             report.problem(f"stream {stream} ends at version {version}, but its head says {head}")
 

@@ -1,14 +1,53 @@
-"""Persistence of the log: the EventStore protocol and its backends."""
+"""Persistence of the log: the store protocols, their backends, the one JSON-lines format."""
 
-from store.base import EventStore, PruneRecord, Recorded, SnapshotRecord
-from store.memory import MemoryEventStore
-from store.sqlite import SQLiteEventStore
+from __future__ import annotations
+
+import os
+
+from domain.errors import StoreError
+from store.base import (
+    EVERYTHING,
+    EventFilter,
+    EventLogStore,
+    PruneRecord,
+    SnapshotRecord,
+    SnapshotStore,
+    Store,
+    first_stored,
+    prefix_end,
+    stored_count,
+)
+from store.location import is_url, redact
+from store.memory import MemoryStore
+from store.sqlite import SQLiteStore
 
 __all__ = [
-    "EventStore",
-    "MemoryEventStore",
+    "EVERYTHING",
+    "EventFilter",
+    "EventLogStore",
+    "MemoryStore",
     "PruneRecord",
-    "Recorded",
-    "SQLiteEventStore",
+    "SQLiteStore",
     "SnapshotRecord",
+    "SnapshotStore",
+    "Store",
+    "first_stored",
+    "is_url",
+    "open_store",
+    "prefix_end",
+    "redact",
+    "stored_count",
 ]
+
+
+def open_store(location: str | os.PathLike[str], *, create: bool = True) -> Store:
+    """A store for an SQLite file path or a `postgresql://` URL."""
+    text = str(location)
+    if is_url(text):
+        try:
+            from store.postgres import PostgresStore
+        except ImportError as e:
+            raise StoreError(f"cannot open {redact(text)}: the PostgreSQL backend is not "
+                             f"available ({e})") from e
+        return PostgresStore(text)
+    return SQLiteStore(text, create=create)

@@ -1,9 +1,16 @@
-"""Archive segments and JSON lines: the log's own interchange format.
+"""The log's one JSON-lines format (export, import, archive segments), and archive segments.
 
-One line per event: the storage row with its position and stream version, `data` as a JSON
-object. A segment is such lines, gzip-compressed, written by a prune for the range it removed,
-named by that range (`events-000000000001-000000005000.jsonl.gz`), fsynced, and identified by
-its SHA-256 (recorded in `prunes`). `swarmlog export` writes the same lines uncompressed.
+One line per event: its stored row as a JSON object, `data` as the payload's JSON value::
+
+    {"position": 7, "id": "...", "event_type": "bid.submitted", "source": "coordinator",
+     "task_id": "t1", "agent_id": "a1", "data": {"bid_sats": 120},
+     "timestamp": "2025-01-01T10:00:00.000000+00:00", "stream_id": "task-t1",
+     "stream_version": 3, "schema_version": 1, "conforms": true}
+
+A segment is such lines, gzip-compressed, written by a prune for the range it removed, named by
+that range (`events-000000000001-000000005000.jsonl.gz`), fsynced, and identified by its SHA-256
+(recorded in `prunes`). `swarmlog export` writes the same lines; `swarmlog import` reads them,
+plain or compressed.
 """
 
 from __future__ import annotations
@@ -20,53 +27,98 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from domain.codec import decode, encode
-from domain.errors import CorruptEvent, InvalidEvent, StoreError
-from store.base import Recorded, StoredRow
+from domain.codec import StoredEvent
+from domain.errors import InvalidEvent, StoreError
 
-_KEYS = ("id", "event_type", "source", "task_id", "agent_id", "data", "timestamp", "schema_version")
-
-
-def to_line(recorded: Recorded) -> bytes:
-    """One event as a JSON line (with its trailing newline)."""
-    id_, kind, source, task, agent, data, ts, stream, schema = encode(recorded.event)
-    return row_line((recorded.position, id_, kind, source, task, agent, data, ts, stream,
-                     recorded.stream_version, schema, None))
+_TEXT = ("id", "event_type", "source", "timestamp")
+#: Every key a line may have (what `to_line` writes, and the lines of earlier exports).
+_KEYS = ("position", "id", "event_type", "source", "task_id", "agent_id", "data", "data_text",
+         "timestamp", "stream_id", "stream_version", "schema_version", "conforms")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
-def row_line(stored: StoredRow) -> bytes:
-    """The JSON line of a row as it is stored (a prune archives rows, not re-encodings)."""
-    position, id_, kind, source, task, agent, data, ts, stream, stream_version, schema, _ = stored
+def _payload(text: str | None) -> dict[str, Any]:
+    """The line's `data`: the payload's JSON value; and `data_text`, the stored text itself,
+    whenever that value does not give it back byte for byte (other spacing or escapes, as the
+    ADR 017 module wrote; or text that is not JSON at all)."""
+    if text is None:
+        return {"data": None}
+    blob = text.encode()
+    try:
+        value = orjson.loads(blob)
+        same = orjson.dumps(value) == blob
+    except (orjson.JSONDecodeError, TypeError):  # not JSON, or nested deeper than orjson writes
+        return {"data": None, "data_text": text}
+    # A value that is not an object ("null", "[1,2]") keeps its text too: `from_line` reads a
+    # bare `data` only as an object (null: no payload).
+    if type(value) is dict and same:
+        return {"data": orjson.Fragment(blob)}
+    return {"data": value, "data_text": text}
+
+
+def to_line(row: StoredEvent) -> bytes:
+    """One row as a JSON line (with its trailing newline): `from_line` gives it back exactly."""
     return orjson.dumps({
-        "position": position, "stream_id": stream, "stream_version": stream_version, "id": id_,
-        "event_type": kind, "source": source, "task_id": task, "agent_id": agent,
-        "data": None if data is None else orjson.Fragment(data), "timestamp": ts,
-        "schema_version": schema,
+        "position": row.position, "id": row.id, "event_type": row.event_type,
+        "source": row.source, "task_id": row.task_id, "agent_id": row.agent_id,
+        **_payload(row.data),
+        "timestamp": row.timestamp, "stream_id": row.stream_id,
+        "stream_version": row.stream_version, "schema_version": row.schema_version,
+        "conforms": None if row.conforms is None else bool(row.conforms),
     }) + b"\n"
 
 
-def from_line(line: bytes | str, number: int) -> Recorded:
-    """The event of one JSON line (`number` names it in errors), validated like an append."""
+def from_line(line: bytes | str, where: str) -> StoredEvent:
+    """The row on one line, unvalidated (InvalidEvent naming `where` if it is not a row at all).
+    Positions and stream versions default to 0: an importing log assigns its own."""
     try:
-        obj: dict[str, Any] = orjson.loads(line)
-        if not isinstance(obj, dict):
-            raise ValueError("a line must be a JSON object")
-        missing = [k for k in ("event_type", "source", "timestamp") if k not in obj]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)}")
-        data = obj.get("data")
-        event = decode(
-            int(obj.get("position") or 0), str(obj.get("id") or ""), obj["event_type"], obj["source"],
-            obj.get("task_id"), obj.get("agent_id"),
-            None if data is None else orjson.dumps(data), obj["timestamp"],
-            int(obj.get("schema_version") or 1),
-        )
-        encode(event)  # the same refusals as an append (size, NUL characters)
-    except (ValueError, TypeError, CorruptEvent, InvalidEvent) as e:
-        reason = e.reason if isinstance(e, CorruptEvent) else str(e)
-        raise InvalidEvent(f"line {number}", reason) from None
-    return Recorded(int(obj.get("position") or 0), event.stream_id,
-                    int(obj.get("stream_version") or 0), event)
+        obj: Any = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise InvalidEvent(where, f"not JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise InvalidEvent(where, f"is a JSON {type(obj).__name__}, not an object")
+    unknown = sorted(set(obj) - set(_KEYS))
+    if unknown:  # a misspelt key would otherwise be dropped without a word
+        raise InvalidEvent(where, f"unknown keys {', '.join(unknown)}; a line has "
+                                  f"{', '.join(_KEYS)}")
+    missing = [k for k in _TEXT if obj.get(k) is None]
+    if missing:
+        raise InvalidEvent(where, f"missing {', '.join(missing)}")
+    wrong = [k for k in (*_TEXT, "task_id", "agent_id")
+             if obj.get(k) is not None and not isinstance(obj[k], str)]
+    wrong += [k for k in ("position", "stream_version", "schema_version")
+              if obj.get(k) is not None and type(obj[k]) is not int]
+    if wrong:
+        raise InvalidEvent(where, f"{', '.join(wrong)} of the wrong type")
+    data, text = obj.get("data"), obj.get("data_text")
+    if text is not None and not isinstance(text, str):
+        raise InvalidEvent(where, "data_text of the wrong type")
+    if text is None and data is not None:
+        if not isinstance(data, dict):
+            raise InvalidEvent(where, f"data is a JSON {type(data).__name__}, not an object")
+        try:
+            text = orjson.dumps(data).decode()
+        except TypeError as e:  # nested deeper than orjson writes ("Recursion limit reached")
+            raise InvalidEvent(where, f"data cannot be stored: {e}") from None
+    stream = obj.get("stream_id") or ("task-" + obj["task_id"] if obj.get("task_id") else
+                                      "agent-" + obj["agent_id"] if obj.get("agent_id") else
+                                      "system")
+    return StoredEvent(
+        obj.get("position") or 0, obj["id"], obj["event_type"], obj["source"], obj.get("task_id"),
+        obj.get("agent_id"), text,
+        obj["timestamp"], stream, obj.get("stream_version") or 0,
+        obj.get("schema_version") or 1, obj.get("conforms"), None)
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a JSON-lines file, gzip-compressed or not (blank lines skipped)."""
+    with open(path, "rb") as raw:
+        packed = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        with gzip.open(raw) if packed else contextlib.nullcontext(raw) as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    yield number, line
 
 
 def segment_name(first: int, last: int) -> str:
@@ -75,7 +127,7 @@ def segment_name(first: int, last: int) -> str:
 
 def write_segment(directory: str | os.PathLike[str], first: int, last: int,
                   lines: Iterable[bytes]) -> tuple[str, str]:
-    """Write one compressed segment of JSON lines (`to_line`, `row_line`) durably: a temp file,
+    """Write one compressed segment of JSON lines (`to_line`) durably: a temp file,
     fsync, rename, fsync the directory; returns (path, sha256 of the file). A failure, or an
     exception from `lines`, leaves no file behind."""
     folder = Path(directory)
@@ -169,13 +221,12 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def read_segment(path: str | os.PathLike[str], sha256: str | None = None) -> Iterator[Recorded]:
-    """The typed events of a segment, in position order; checks the hash first when given."""
+def read_segment(path: str | os.PathLike[str], sha256: str | None = None) -> Iterator[StoredEvent]:
+    """The rows of a segment, in position order; checks the hash first when given."""
     try:
         if sha256 is not None and sha256_of(path) != sha256:
             raise StoreError(f"archive segment {path} does not match its recorded SHA-256")
-        with gzip.open(path, "rb") as lines:
-            for number, line in enumerate(lines, start=1):
-                yield from_line(line, number)
+        for number, line in read_lines(path):
+            yield from_line(line, f"{path} line {number}")
     except (OSError, EOFError) as e:
         raise StoreError(f"cannot read archive segment {path}: {e}") from e

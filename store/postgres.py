@@ -25,46 +25,45 @@ falls back to polling `head()` where LISTEN is refused or the listening connecti
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from domain.codec import Row, decode, row_checksum, timestamp_text
+from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
-from domain.events import Event, EventType
-from domain.ids import utc_now
-from store.base import PruneRecord, Recorded, SnapshotRecord, StoredRow, encode_batch
+from store.location import redact
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
-from store.sql import filters, keyset_pages
+from store.sql import Dialect, SQLStore
 
 #: The channel every append NOTIFYs with its new head.
 CHANNEL = "swarmlog_events"
 
-_COLUMNS = (
-    "seq, id, event_type, source, task_id, agent_id, data::text, timestamp, "
-    "stream_id, stream_version, schema_version"
+_DIALECT = Dialect(
+    mark="%s",
+    columns="seq, id, event_type, source, task_id, agent_id, data::text, timestamp, stream_id, "
+            "stream_version, schema_version, conforms, checksum",
+    head="SELECT head FROM log_head",
+    index_hints=False,
 )
 # One statement stores a batch: the rows, the new stream heads, the counter and the NOTIFY.
 # Columns travel as binary arrays (`%b`): 6x faster than text arrays, faster than COPY.
 _INSERT = f"""
 WITH rows AS (
     INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp,
-                           stream_id, schema_version, stream_version, checksum)
+                           stream_id, schema_version, conforms, checksum, stream_version)
     SELECT r.seq, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data::json, r.timestamp,
-           r.stream_id, r.schema_version, r.stream_version, r.checksum
+           r.stream_id, r.schema_version, r.conforms, r.checksum, r.stream_version
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], %b::bigint[])
+                %b::text[], %b::text[], %b::text[], %b::int[], %b::bool[], %b::bigint[],
+                %b::bigint[])
          AS r(seq, id, event_type, source, task_id, agent_id, data, timestamp,
-              stream_id, schema_version, stream_version, checksum)
+              stream_id, schema_version, conforms, checksum, stream_version)
 ), heads AS (
     INSERT INTO streams (stream_id, version)
     SELECT * FROM unnest(%b::text[], %b::bigint[])
@@ -79,31 +78,12 @@ _POLL = 0.05  # seconds between polls when LISTEN is unavailable
 _SAFETY_POLL = 1.0  # while listening, still look at the head this often
 
 
-def redact(url: str) -> str:
-    """The URL (or key=value DSN) without its password, for messages."""
-    if "://" not in url:
-        return re.sub(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", "password=***", url)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}@{hosts}"
-    query = "&".join(p for p in parts.query.split("&") if not p.lower().startswith("password="))
-    if (netloc, query) == (parts.netloc, parts.query):
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
 def _head_of(payload: str) -> int:
     try:
         return int(payload)
     except ValueError:  # not ours: look at the head anyway
         return 2**63 - 1
 
-
-def _recorded(row: tuple[Any, ...]) -> Recorded:
-    seq, id_, kind, source, task, agent, data, ts, stream, version, schema = row
-    return Recorded(seq, stream, version, decode(seq, id_, kind, source, task, agent, data, ts, schema))
 
 
 class _Transaction:
@@ -117,8 +97,10 @@ class _Transaction:
         self.head = head
 
 
-class PostgresEventStore:
-    """An `EventStore` in a PostgreSQL database, safe to share between threads and processes."""
+class PostgresStore(SQLStore):
+    """A `Store` in a PostgreSQL database, safe to share between threads and processes."""
+
+    dialect = _DIALECT
 
     def __init__(self, url: str, *, lock_timeout: float = 10.0, connect_timeout: float = 10.0,
                  max_connections: int = 8) -> None:
@@ -236,73 +218,75 @@ class PostgresEventStore:
         except (psycopg.Error, PoolTimeout) as e:
             raise self._error("read", e) from e
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._writing("write to") as tx:
+            return tx.conn.execute(sql, params).rowcount
+
+    def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._writing("write to") as tx, tx.conn.cursor() as cur:
+            cur.executemany(sql, list(rows))
+
+    def _insert_returning_id(self, sql: str, params: Sequence[Any]) -> int:
+        with self._writing("write to") as tx:
+            row = tx.conn.execute(sql + " RETURNING id", params).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    def _open_prune_gate(self, opened: bool) -> None:
+        self._execute("SELECT set_config('swarmlog.prune', %s, true)", ("on" if opened else "off",))
+
+    def raw(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one raw statement in this thread's transaction (or autocommit): a test hook."""
         with self._connection() as conn:
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
-    def _pages(self, where: str, params: Sequence[Any], *, after: int = 0,
-               limit: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
-        """Stream rows in position order, a page at a time (keyset), holding no connection
-        between pages."""
-        return keyset_pages(self._fetch, f"SELECT {_COLUMNS} FROM event_log", where, params,
-                            "%s", page=_PAGE, after=after, limit=limit)
-
-    def _paged(self, where: str, params: Sequence[Any], *, after: int = 0,
-               limit: int | None = None) -> Iterator[Recorded]:
-        for rows in self._pages(where, params, after=after, limit=limit):
-            for row in rows:
-                yield _recorded(row)
-
-    def read_rows(self, after: int = 0, limit: int | None = None) -> Iterator[StoredRow]:
-        for rows in keyset_pages(self._fetch, f"SELECT {_COLUMNS}, checksum FROM event_log", "",
-                                 (), "%s", page=_PAGE, after=after, limit=limit):
-            yield from rows
-
     # -- appending ------------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event], expected_version: int | None = None) -> list[int]:
-        rows = encode_batch(events, expected_version)  # bad input refused before any I/O
+    def append(self, rows: Sequence[StoredEvent],
+               expected: Mapping[str, int] | None = None) -> list[int]:
         if not rows:
             return []
         with self._writing("append to") as tx:
-            return self._append(tx, rows, expected_version)
+            return self._append(tx, rows, expected or {})
 
-    def _append(self, tx: _Transaction, rows: list[Row], expected_version: int | None) -> list[int]:
-        streams = list(dict.fromkeys(r[7] for r in rows))
+    def _append(self, tx: _Transaction, rows: Sequence[StoredEvent],
+                expected: Mapping[str, int]) -> list[int]:
+        streams = list(dict.fromkeys([r.stream_id for r in rows] + list(expected)))
         # Under the writer lock nobody else changes these between this look-up and the insert.
         found = tx.conn.execute(
             "SELECT false, stream_id, version FROM streams WHERE stream_id = ANY(%b) "
             "UNION ALL SELECT true, id, seq FROM event_log WHERE id = ANY(%b)",
-            (streams, [r[0] for r in rows]), binary=True).fetchall()
-        heads = {key: value for is_id, key, value in found if not is_id}
+            (streams, [r.id for r in rows]), binary=True).fetchall()
+        heads = dict.fromkeys(streams, 0)
+        heads.update({key: value for is_id, key, value in found if not is_id})
         stored = {key: value for is_id, key, value in found if is_id}
-        fresh: list[Row] = []
+        fresh: list[StoredEvent] = []
         for r in rows:
-            if r[0] not in stored:
-                stored[r[0]] = 0  # claimed: a repeat inside the batch is not stored twice
+            if r.id not in stored:
+                stored[r.id] = 0  # claimed: a repeat inside the batch is not stored twice
                 fresh.append(r)
         if not fresh:
-            return [stored[r[0]] for r in rows]
-        if expected_version is not None:
-            actual = heads.get(streams[0], 0)
-            if actual != expected_version:
-                raise ConcurrencyError(streams[0], expected_version, actual)
+            return [stored[r.id] for r in rows]
+        for stream, version in expected.items():
+            if heads[stream] != version:
+                raise ConcurrencyError(stream, version, heads[stream])
         head = tx.head
         params = []
         for r in fresh:
             head += 1
-            version = heads[r[7]] = heads.get(r[7], 0) + 1
-            stored[r[0]] = head
-            params.append((head, *r, version, row_checksum(r)))
+            version = heads[r.stream_id] = heads[r.stream_id] + 1
+            stored[r.id] = head
+            params.append((head, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data,
+                           r.timestamp, r.stream_id, r.schema_version, r.conforms, r.checksum,
+                           version))
         columns = [list(column) for column in zip(*params, strict=True)]
-        touched = {r[7] for r in fresh}
+        touched = {r.stream_id for r in fresh}
         new_heads = [(s, v) for s, v in heads.items() if s in touched]
         tx.conn.execute(_INSERT, (*columns, [s for s, _ in new_heads], [v for _, v in new_heads],
                                   head, str(head)))
         tx.head = head
-        return [stored[r[0]] for r in rows]
+        return [stored[r.id] for r in rows]
 
     def wait_for_append(self, after: int, timeout: float) -> bool:
         """Block until the head passes `after` (True) or `timeout` seconds pass (False)."""
@@ -339,158 +323,14 @@ class PostgresEventStore:
         except (psycopg.Error, PoolTimeout) as e:
             raise self._error("wait on", e) from e
 
-    # -- reading --------------------------------------------------------------------------
-
-    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
-        return self._paged("", (), after=after, limit=limit)
-
-    def read_task(self, task_id: str) -> Iterator[Recorded]:
-        return self._paged("AND task_id = %s", (task_id,))
-
-    def read_agent(self, agent_id: str) -> Iterator[Recorded]:
-        return self._paged("AND agent_id = %s", (agent_id,))
-
-    def read_range(self, since: datetime | None = None, until: datetime | None = None,
-                   types: Collection[EventType] | None = None) -> Iterator[Recorded]:
-        where, params = filters("%s", since=since, until=until)
-        if types is not None:
-            if not types:
-                return iter(())
-            where.append("event_type = ANY(%s)")
-            params.append([EventType(t).value for t in types])
-        return self._paged("".join(f" AND {w}" for w in where), params)
-
-    def query(self, **filters: Any) -> list[Recorded]:
-        return [_recorded(row[:11]) for row in self.query_rows(**filters)]
-
-    def query_rows(self, *, event_type: EventType | None = None, task_id: str | None = None,
-                   agent_id: str | None = None, source: str | None = None,
-                   since: datetime | None = None, until: datetime | None = None,
-                   limit: int | None = None, offset: int = 0,
-                   newest_first: bool = True) -> list[StoredRow]:
-        where, params = filters("%s", event_type=event_type, task_id=task_id, agent_id=agent_id,
-                                      source=source, since=since, until=until)
-        sql = f"SELECT {_COLUMNS}, checksum FROM event_log"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY seq {'DESC' if newest_first else 'ASC'} LIMIT %s OFFSET %s"
-        params += [None if limit is None or limit < 0 else limit, max(offset, 0)]
-        return self._fetch(sql, params)  # type: ignore[return-value]
-
-    def get(self, event_id: str) -> Recorded | None:
-        rows = self._fetch(f"SELECT {_COLUMNS} FROM event_log WHERE id = %s", (event_id,))
-        return _recorded(rows[0]) if rows else None
-
-    def count_by_type(self, since: datetime | None = None) -> dict[str, int]:
-        if since is None:
-            rows = self._fetch("SELECT event_type, count(*) FROM event_log GROUP BY event_type")
-        else:
-            rows = self._fetch("SELECT event_type, count(*) FROM event_log WHERE timestamp >= %s "
-                               "GROUP BY event_type", (timestamp_text(since),))
-        return dict(rows)
-
-    def prefix_end(self, cutoff: datetime) -> int:
-        rows = self._fetch(
-            "SELECT coalesce((SELECT seq - 1 FROM event_log WHERE timestamp >= %s "
-            "ORDER BY seq LIMIT 1), (SELECT head FROM log_head))", (timestamp_text(cutoff),))
-        return int(rows[0][0])
-
     def size_bytes(self) -> int | None:
         rows = self._fetch("SELECT pg_total_relation_size('event_log')")
         return int(rows[0][0])
 
-    def head(self) -> int:
-        return int(self._fetch("SELECT head FROM log_head")[0][0])
-
-    def count(self) -> int:
-        rows = self._fetch("SELECT (SELECT head FROM log_head) - "
-                           "(SELECT coalesce(sum(count), 0) FROM prunes)")
-        return int(rows[0][0])
-
-    def stream_version(self, stream_id: str) -> int:
-        rows = self._fetch("SELECT version FROM streams WHERE stream_id = %s", (stream_id,))
-        return int(rows[0][0]) if rows else 0
-
-    # -- snapshots and pruning ------------------------------------------------------------
-
-    def save_snapshot(self, projection: str, version: int, position: int, state: str,
-                      items: Iterable[tuple[str, str]] = ()) -> int:
-        with self._writing("save a snapshot to") as tx:
-            row = tx.conn.execute(
-                "INSERT INTO snapshots (projection, version, position, state, created_at) "
-                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (projection, version, position, state, timestamp_text(utc_now()))).fetchone()
-            with tx.conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO snapshot_items (projection, version, key, position, state) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (projection, version, key, position) "
-                    "DO UPDATE SET state = EXCLUDED.state",
-                    [(projection, version, key, position, text) for key, text in items])
-            return int(row[0])  # type: ignore[index]
-
-    def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
-        rows = self._fetch(
-            "SELECT state FROM snapshot_items WHERE projection = %s AND version = %s AND key = %s "
-            "AND position <= %s ORDER BY position DESC LIMIT 1", (projection, version, key, upto))
-        return rows[0][0] if rows else None
-
-    def snapshot_items(self, projection: str, version: int, upto: int,
-                       prefix: str = "") -> list[tuple[str, str]]:
-        rows = self._fetch(
-            "SELECT DISTINCT ON (key) key, state FROM snapshot_items WHERE projection = %s AND "
-            "version = %s AND position <= %s AND starts_with(key, %s) "
-            "ORDER BY key, position DESC", (projection, version, upto, prefix))
-        return [(key, state) for key, state in rows]
-
-    def latest_snapshot(self, projection: str, version: int,
-                        upto: int | None = None) -> SnapshotRecord | None:
-        """The newest snapshot of this projection at this version (at or before `upto`)."""
-        rows = self._fetch(
-            "SELECT id, projection, version, position, state, created_at FROM snapshots "
-            "WHERE projection = %s AND version = %s AND position <= coalesce(%s, position) "
-            "ORDER BY position DESC, id DESC LIMIT 1", (projection, version, upto))
-        return SnapshotRecord(*rows[0]) if rows else None
-
-    def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
-        state = "state" if with_state else "''"
-        rows = self._fetch(
-            f"SELECT id, projection, version, position, {state}, created_at FROM snapshots "
-            "ORDER BY id")
-        return [SnapshotRecord(*r) for r in rows]
-
-    def delete_snapshots(self, ids: Collection[int]) -> int:
-        if not ids:
-            return 0
-        with self._writing("delete snapshots from") as tx:
-            return tx.conn.execute("DELETE FROM snapshots WHERE id = ANY(%s)", (list(ids),)).rowcount
-
-    def delete_through(self, position: int) -> int:
-        with self._writing("prune") as tx:
-            tx.conn.execute("SELECT set_config('swarmlog.prune', 'on', true)")
-            cur = tx.conn.execute("DELETE FROM event_log WHERE seq <= %s", (position,))
-            tx.conn.execute("SELECT set_config('swarmlog.prune', 'off', true)")
-            return cur.rowcount
-
-    def record_prune(self, first_position: int, last_position: int, count: int, cutoff: str,
-                     archive_path: str | None, archive_sha256: str | None) -> int:
-        with self._writing("record a prune in") as tx:
-            row = tx.conn.execute(
-                "INSERT INTO prunes (first_position, last_position, count, cutoff, pruned_at, "
-                "archive_path, archive_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (first_position, last_position, count, cutoff, timestamp_text(utc_now()),
-                 archive_path, archive_sha256)).fetchone()
-            return int(row[0])  # type: ignore[index]
-
-    def prunes(self) -> list[PruneRecord]:
-        rows = self._fetch(
-            "SELECT id, first_position, last_position, count, cutoff, pruned_at, archive_path, "
-            "archive_sha256 FROM prunes ORDER BY id")
-        return [PruneRecord(*r) for r in rows]
-
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> PostgresEventStore:
+    def __enter__(self) -> PostgresStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

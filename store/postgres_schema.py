@@ -18,7 +18,7 @@ Every index ends in `seq`, as SQLite's do implicitly (its index entries carry th
 from __future__ import annotations
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The transaction-scoped advisory lock key that serialises migrations ("Swarmlog" in ASCII).
 MIGRATION_LOCK = 0x5377_6172_6D6C_6F67
@@ -127,11 +127,20 @@ _EVENT_CHECKSUMS = """
 ALTER TABLE event_log ADD COLUMN checksum bigint;
 """
 
+# Whether each row was validated as its type when appended (a fold need not validate it again).
+# Every row so far was written by swarmlog, which validates; rows other clients insert from now on
+# carry NULL (not checked) unless they say otherwise.
+_CONFORMANCE = """
+ALTER TABLE event_log ADD COLUMN conforms boolean DEFAULT true;
+ALTER TABLE event_log ALTER COLUMN conforms DROP DEFAULT;
+"""
+
 #: (version, name, SQL), applied in order, each in the transaction that records it.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "0001_event_log_streams_snapshots_prunes", _INITIAL),
     (2, "0002_snapshot_items", _SNAPSHOT_ITEMS),
     (3, "0003_event_checksums", _EVENT_CHECKSUMS),
+    (4, "0004_conformance", _CONFORMANCE),
 ]
 
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION

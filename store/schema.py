@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from sqlite_utils import Database, Migrations
 
+from domain.codec import StoredEvent, decode, row_checksum
+from domain.errors import CorruptEvent
+
 migrations = Migrations("swarmlog")
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 @migrations(name="0001_adr017_event_log")
@@ -133,3 +136,39 @@ def _event_checksums(db: Database) -> None:
     # fold does not validate again a row whose checksum matches. Older rows, and rows another
     # client inserts, have none and are validated in full.
     db.execute("ALTER TABLE event_log ADD COLUMN checksum INTEGER")
+
+
+_NO_UPDATE = """CREATE TRIGGER event_log_no_update BEFORE UPDATE ON event_log
+   BEGIN SELECT RAISE(ABORT, 'event_log is append-only: UPDATE is not allowed'); END"""
+
+
+@migrations(name="0005_conformance")
+def _conformance(db: Database) -> None:
+    # Whether each row was validated as its type when appended: a fold reads such a row without
+    # validating it again. Rows swarmlog wrote say so by their checksum; any other row (from the
+    # seed's module, or another client) is validated here, once, instead of at every fold.
+    # Rows inserted later by other clients carry NULL: not checked, validated when folded.
+    db.execute("ALTER TABLE event_log ADD COLUMN conforms INTEGER")
+    db.execute("DROP TRIGGER event_log_no_update")
+    after = 0
+    while rows := db.execute(f"SELECT {_ROW_COLUMNS} FROM event_log WHERE seq > ? ORDER BY seq "
+                             "LIMIT 5000", (after,)).fetchall():
+        stored = [StoredEvent(*row) for row in rows]
+        db.conn.executemany("UPDATE event_log SET conforms = ? WHERE seq = ?",
+                            [(int(_conforms(r)), r.position) for r in stored])
+        after = stored[-1].position
+    db.execute(_NO_UPDATE)
+
+
+_ROW_COLUMNS = ("seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
+                "stream_version, schema_version, NULL, checksum")
+
+
+def _conforms(row: StoredEvent) -> bool:
+    if row.checksum is not None and row.checksum == row_checksum(row):
+        return True
+    try:
+        decode(row)
+    except CorruptEvent:
+        return False
+    return True

@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from store.base import EventStore
-from store.memory import MemoryEventStore
-from store.sqlite import SQLiteEventStore
+from store import MemoryStore, SQLiteStore, Store
 from tests import pg
 
 settings.register_profile(
@@ -18,23 +16,23 @@ settings.register_profile(
 )
 settings.load_profile("swarmlog")
 
-StoreFactory = Callable[[], EventStore]
+StoreFactory = Callable[[], Store]
 
 
 def _memory(tmp_path: Path) -> tuple[StoreFactory, str | None]:
-    return MemoryEventStore, None
+    return MemoryStore, None
 
 
 def _sqlite(tmp_path: Path) -> tuple[StoreFactory, str | None]:
     path = str(tmp_path / "log.db")
-    return (lambda: SQLiteEventStore(path)), path
+    return (lambda: SQLiteStore(path)), path
 
 
 def _postgres(tmp_path: Path) -> tuple[StoreFactory, str | None]:
-    from store.postgres import PostgresEventStore
+    from store.postgres import PostgresStore
 
     url = pg.create_database()  # on the session's server (see tests/pg.py)
-    return (lambda: PostgresEventStore(url)), url
+    return (lambda: PostgresStore(url)), url
 
 
 BACKENDS: dict[str, Callable[[Path], tuple[StoreFactory, str | None]]] = {
@@ -59,7 +57,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[StoreFactor
 
 
 @pytest.fixture
-def store(backend: tuple[StoreFactory, str | None]) -> Iterator[EventStore]:
+def store(backend: tuple[StoreFactory, str | None]) -> Iterator[Store]:
     opened = backend[0]()
     yield opened
     opened.close()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from store.postgres import redact
+from store.location import redact
 
 ENV = "SWARMLOG_TEST_POSTGRES_URL"
 

@@ -1,10 +1,12 @@
-"""Hypothesis strategies for events: every type, valid swarm stories, nonsense, random timestamps.
+"""Events for the tests: the one `ev()` helper, and hypothesis strategies for every type, valid
+swarm stories, nonsense and random timestamps.
 
+`ev(kind, task, agent, **data)` builds one event (at a fixed time unless `at=` says otherwise).
 `any_events()` draws events of every type with ids from small pools (so they collide), ids
 sometimes missing and payload fields sometimes absent: what a careless caller could log.
 `swarm_stories()` draws event sequences the coordinator could have produced (the lifecycle
 holds). `event_sequences()` mixes both, including stories with events dropped, repeated or
-shuffled. `recorded()` numbers events as a store would.
+shuffled. `stored()` numbers events as a store would.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from domain.codec import build_event
+from domain.codec import StoredEvent, build_event, encode
 from domain.events import Event, EventType
-from store.base import Recorded
 
 _T = EventType
 
@@ -34,6 +35,15 @@ timestamps = st.datetimes(
     timezones=st.just(UTC),
 )
 sats = st.integers(0, 1000)
+
+
+def ev(kind: EventType | str, task: str | None = None, agent: str | None = None, *,
+       at: datetime = EPOCH, minute: float = 0, source: str = "test", id: str | None = None,
+       **data: Any) -> Event:
+    """One event of `kind` for `task` and `agent`, at `at` plus `minute` minutes, with `data`
+    as its payload."""
+    return build_event(kind, source, task, agent, data, id=id,
+                       timestamp=at + timedelta(minutes=minute))
 words = st.sampled_from(["", "index docs", "fix bug", "no bids", "agent left", "boom"])
 
 _PAYLOADS: dict[EventType, dict[str, st.SearchStrategy[Any]]] = {
@@ -45,7 +55,7 @@ _PAYLOADS: dict[EventType, dict[str, st.SearchStrategy[Any]]] = {
     _T.AGENT_JOINED: {"name": words, "capabilities": st.lists(words, max_size=2),
                       "persona_id": words},
     _T.AGENT_LEFT: {"reason": words},
-    _T.AGENT_STATUS_CHANGED: {"status": st.sampled_from(["idle", "busy"])},
+    _T.AGENT_STATUS_CHANGED: {"status": st.sampled_from(["idle", "busy"]), "task": st.sampled_from(TASK_IDS)},
     _T.BID_SUBMITTED: {"bid_sats": sats},
     _T.AUCTION_CLOSED: {"winner": st.sampled_from(AGENT_IDS), "winning_bid": sats},
     _T.TOOL_CALLED: {"tool": words, "call_id": st.sampled_from(CALL_IDS)},
@@ -56,6 +66,8 @@ _PAYLOADS: dict[EventType, dict[str, st.SearchStrategy[Any]]] = {
     _T.SYSTEM_WARNING: {"message": words},
     _T.SYSTEM_INFO: {"message": words},
     _T.TIMMY_THOUGHT: {"content": words},
+    _T.ERROR_CAPTURED: {"error_type": words, "message": words, "line": st.integers(0, 10**6)},
+    _T.BUG_REPORT_CREATED: {"error_hash": words, "title": words},
 }
 
 
@@ -133,73 +145,74 @@ def _moves(s: _Swarm) -> list[str]:
 def _step(draw: st.DrawFn, s: _Swarm, move: str) -> list[Event]:
     verb, _, t = move.partition(" ")
 
-    def ev(kind: EventType, task: str | None = None, agent: str | None = None,
-           **data: Any) -> Event:
-        return build_event(kind, "coordinator", task, agent, data, timestamp=draw(timestamps))
+    def event(kind: EventType, task: str | None = None, agent: str | None = None,
+              **data: Any) -> Event:
+        return ev(kind, task, agent, at=draw(timestamps), source="coordinator", **data)
 
     if verb == "join":
         a = draw(st.sampled_from(sorted(set(AGENT_IDS) - s.online)))
         s.online.add(a)
-        return [ev(_T.AGENT_JOINED, agent=a, name=f"agent {a}", capabilities=["code"])]
+        return [event(_T.AGENT_JOINED, agent=a, name=f"agent {a}", capabilities=["code"])]
     if verb == "leave":
         a = draw(st.sampled_from(sorted(s.online)))
         s.online.discard(a)
-        out = [ev(_T.AGENT_LEFT, agent=a, reason="bye")]
+        s.calls = {c: x for c, x in s.calls.items() if x != a}  # its open calls end with it
+        out = [event(_T.AGENT_LEFT, agent=a, reason="bye")]
         if a in s.busy:  # the coordinator fails the task of an agent that leaves
             task = s.busy.pop(a)
             s.status[task] = "failed"
-            out.append(ev(_T.TASK_FAILED, task, a, reason="agent left"))
+            out.append(event(_T.TASK_FAILED, task, a, reason="agent left"))
         return out
     if verb == "post":
         s.next_task += 1
         task = f"t{s.next_task}"
         s.status[task], s.bids[task] = "created", {}
-        return [ev(_T.TASK_CREATED, task, description=f"task {task}")]
+        return [event(_T.TASK_CREATED, task, description=f"task {task}")]
     if verb == "open":
         s.status[t] = "bidding"
-        return [ev(_T.TASK_BIDDING, t, window_seconds=30.0)]
+        return [event(_T.TASK_BIDDING, t, window_seconds=30.0)]
     if verb == "bid":
         a = draw(st.sampled_from(sorted(s.online)))
         amount = draw(sats)
         s.bids[t][a] = amount  # a new bid replaces the agent's earlier one
-        return [ev(_T.BID_SUBMITTED, t, a, bid_sats=amount)]
+        return [event(_T.BID_SUBMITTED, t, a, bid_sats=amount)]
     if verb == "close":
-        return [ev(_T.AUCTION_CLOSED, t, bid_count=len(s.bids[t]))]
+        return [event(_T.AUCTION_CLOSED, t, bid_count=len(s.bids[t]))]
     if verb == "assign":
         eligible = [(b, a) for a, b in s.bids[t].items() if a in s.online and a not in s.busy]
         amount, a = min(eligible)
         s.status[t], s.worker[t], s.busy[a] = "assigned", a, t
         given = draw(st.booleans())  # absent: the projections use the agent's bid
-        return [ev(_T.TASK_ASSIGNED, t, a, **({"bid_sats": amount} if given else {}))]
+        return [event(_T.TASK_ASSIGNED, t, a, **({"bid_sats": amount} if given else {}))]
     if verb == "start":
         s.status[t] = "running"
-        return [ev(_T.TASK_STARTED, t, s.worker[t])]
+        return [event(_T.TASK_STARTED, t, s.worker[t])]
     if verb in ("complete", "fail"):
         a = s.worker.get(t)
         if a is not None and s.busy.get(a) == t:
             del s.busy[a]
         if verb == "complete":
             s.status[t] = "completed"
-            return [ev(_T.TASK_COMPLETED, t, a, result="ok")]
+            return [event(_T.TASK_COMPLETED, t, a, result="ok")]
         s.status[t] = "failed"
-        return [ev(_T.TASK_FAILED, t, a, reason="gave up")]
+        return [event(_T.TASK_FAILED, t, a, reason="gave up")]
     if verb == "call":
         a = draw(st.sampled_from(sorted(s.online)))
         s.next_call += 1
         call = f"call{s.next_call}"
         s.calls[call] = a
-        return [ev(_T.TOOL_CALLED, s.busy.get(a), a, tool="grep", call_id=call)]
+        return [event(_T.TOOL_CALLED, s.busy.get(a), a, tool="grep", call_id=call)]
     if verb == "finish":
         call = draw(st.sampled_from(sorted(s.calls)))
         a = s.calls.pop(call)
         if a not in s.online:  # its agent left: the result is lost, nothing is logged
             return []
         kind = draw(st.sampled_from([_T.TOOL_COMPLETED, _T.TOOL_FAILED]))
-        return [ev(kind, None, a, tool="grep", call_id=call)]
+        return [event(kind, None, a, tool="grep", call_id=call)]
     if verb == "thought":
-        return [ev(_T.TIMMY_THOUGHT, agent=draw(st.sampled_from(sorted(s.online))), content="hm")]
+        return [event(_T.TIMMY_THOUGHT, agent=draw(st.sampled_from(sorted(s.online))), content="hm")]
     kind = draw(st.sampled_from([_T.SYSTEM_ERROR, _T.SYSTEM_WARNING, _T.SYSTEM_INFO]))
-    return [ev(kind, message="disk full")]
+    return [event(kind, message="disk full")]
 
 
 @st.composite
@@ -236,9 +249,20 @@ def event_sequences(draw: st.DrawFn, max_size: int = 40) -> list[Event]:
     return story + nonsense[: max_size // 2]
 
 
-def recorded(events: Sequence[Event], start: int = 1) -> list[Recorded]:
-    """`events` as a store would number them (positions from `start`)."""
-    return [Recorded(start + i, e.stream_id, 0, e) for i, e in enumerate(events)]
+def rows(*events: Event) -> list[StoredEvent]:
+    """Events encoded for `Store.append` (validated as `EventLog.append` does)."""
+    return [encode(e) for e in events]
+
+
+def stored(events: Sequence[Event], start: int = 1) -> list[StoredEvent]:
+    """`events` as a store would hold them: encoded, numbered from `start`, each stream's
+    versions counted from 1."""
+    versions: dict[str, int] = {}
+    rows = []
+    for i, event in enumerate(events):
+        version = versions[event.stream_id] = versions.get(event.stream_id, 0) + 1
+        rows.append(encode(event)._replace(position=start + i, stream_version=version))
+    return rows
 
 
 def fixed_story(tasks: int = 8) -> list[Event]:
@@ -246,27 +270,27 @@ def fixed_story(tasks: int = 8) -> list[Event]:
     agent leaves mid-task (and its task fails), errors are logged. About 12 events a task."""
     clock = iter(EPOCH + timedelta(seconds=17 * i) for i in range(10**6))
 
-    def ev(kind: EventType, task: str | None = None, agent: str | None = None,
-           **data: Any) -> Event:
-        return build_event(kind, "coordinator", task, agent, data, timestamp=next(clock))
+    def event(kind: EventType, task: str | None = None, agent: str | None = None,
+              **data: Any) -> Event:
+        return ev(kind, task, agent, at=next(clock), source="coordinator", **data)
 
-    out = [ev(_T.AGENT_JOINED, agent=a, name=a, capabilities=["code"]) for a in AGENT_IDS]
+    out = [event(_T.AGENT_JOINED, agent=a, name=a, capabilities=["code"]) for a in AGENT_IDS]
     for n in range(1, tasks + 1):
         t, a = f"t{n}", AGENT_IDS[n % len(AGENT_IDS)]
-        out += [ev(_T.TASK_CREATED, t, description=f"task {n}"), ev(_T.TASK_BIDDING, t)]
-        out += [ev(_T.BID_SUBMITTED, t, b, bid_sats=10 * n + i) for i, b in enumerate(AGENT_IDS)]
-        out += [ev(_T.AUCTION_CLOSED, t), ev(_T.TASK_ASSIGNED, t, AGENT_IDS[0], bid_sats=10 * n)]
+        out += [event(_T.TASK_CREATED, t, description=f"task {n}"), event(_T.TASK_BIDDING, t)]
+        out += [event(_T.BID_SUBMITTED, t, b, bid_sats=10 * n + i) for i, b in enumerate(AGENT_IDS)]
+        out += [event(_T.AUCTION_CLOSED, t), event(_T.TASK_ASSIGNED, t, AGENT_IDS[0], bid_sats=10 * n)]
         if n % 4 == 3:  # the winner leaves; the coordinator fails its task, and it rejoins
-            out += [ev(_T.AGENT_LEFT, agent=AGENT_IDS[0]),
-                    ev(_T.TASK_FAILED, t, AGENT_IDS[0], reason="agent left"),
-                    ev(_T.AGENT_JOINED, agent=AGENT_IDS[0])]
+            out += [event(_T.AGENT_LEFT, agent=AGENT_IDS[0]),
+                    event(_T.TASK_FAILED, t, AGENT_IDS[0], reason="agent left"),
+                    event(_T.AGENT_JOINED, agent=AGENT_IDS[0])]
             continue
-        out += [ev(_T.TASK_STARTED, t, AGENT_IDS[0]),
-                ev(_T.TOOL_CALLED, t, AGENT_IDS[0], call_id=f"c{n}", tool="grep"),
-                ev(_T.TOOL_COMPLETED, t, AGENT_IDS[0], call_id=f"c{n}", duration_ms=3.0),
-                ev(_T.TIMMY_THOUGHT, agent=a, content="hm")]
+        out += [event(_T.TASK_STARTED, t, AGENT_IDS[0]),
+                event(_T.TOOL_CALLED, t, AGENT_IDS[0], call_id=f"c{n}", tool="grep"),
+                event(_T.TOOL_COMPLETED, t, AGENT_IDS[0], call_id=f"c{n}", duration_ms=3.0),
+                event(_T.TIMMY_THOUGHT, agent=a, content="hm")]
         if n % 5 == 0:
-            out += [ev(_T.SYSTEM_ERROR, message="flaky"), ev(_T.TASK_FAILED, t, reason="flaky")]
+            out += [event(_T.SYSTEM_ERROR, message="flaky"), event(_T.TASK_FAILED, t, reason="flaky")]
         else:
-            out.append(ev(_T.TASK_COMPLETED, t, AGENT_IDS[0], result="ok"))
+            out.append(event(_T.TASK_COMPLETED, t, AGENT_IDS[0], result="ok"))
     return out

@@ -47,3 +47,5 @@ def test_a_quick_run_prints_the_table_and_writes_the_same_figures_as_json(tmp_pa
         assert row["operation"] in done.stdout  # the table shows what the JSON holds
     assert {p["call"] for p in doc["plans"]} >= {"query(task_id) [get_task_events]",
                                                  "count_by_type(since=1h) [get_event_summary]"}
+    for plan in doc["plans"]:  # a read left unconsumed runs no SQL, and its plan would be empty
+        assert plan["statements"], plan["call"]

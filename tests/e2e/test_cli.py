@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import queue
 import shutil
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from swarm.cli import cli
-from swarm.log import EventLog
+from store import stored_count
+from swarmlog.cli import cli
+from swarmlog.log import EventLog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,7 +150,7 @@ def test_tail_prints_the_newest_events_one_per_line(demo_db: Path) -> None:
 
 
 def test_tail_follow_sees_events_another_process_appends_and_exits_on_ctrl_c(db: Path) -> None:
-    tail = subprocess.Popen([sys.executable, "-m", "swarm.cli", "tail", "-f", "-n", "1", "--json",
+    tail = subprocess.Popen([sys.executable, "-m", "swarmlog.cli", "tail", "-f", "-n", "1", "--json",
                              "--db", str(db)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
@@ -197,7 +199,7 @@ def test_agents_lists_the_roster(demo_db: Path) -> None:
 def test_summary_counts_agree_with_the_log(demo_db: Path) -> None:
     summary = as_json("summary", "--minutes", "120", db=demo_db)
     with EventLog(demo_db) as log:
-        assert summary["total"] == log.store.count()
+        assert summary["total"] == stored_count(log.store)
         assert {k: n for k, n in summary["by_type"].items() if n} == log.store.count_by_type()
     assert sum(summary["tasks_by_status"].values()) == 40
     assert summary["window_minutes"] == 120 and isinstance(summary["last_window"], dict)
@@ -207,8 +209,8 @@ def test_summary_counts_agree_with_the_log(demo_db: Path) -> None:
 def test_status_reports_the_log(demo_db: Path, tmp_path: Path) -> None:
     status = as_json("status", db=demo_db)
     with EventLog(demo_db) as log:
-        assert (status["head"], status["count"]) == (log.store.head(), log.store.count())
-    assert status["size_bytes"] > 0 and set(status["projections"]) == {"tasks", "agents", "summary"}
+        assert (status["head"], status["count"]) == (log.store.head(), stored_count(log.store))
+    assert status["size_bytes"] > 0 and set(status["projections"]) == {"read_models"}
     assert "status" in ok("status", db=demo_db).stdout
     copy = tmp_path / "copy.db"
     with EventLog(demo_db) as log, EventLog(copy) as target:
@@ -227,7 +229,7 @@ def test_status_reports_the_log(demo_db: Path, tmp_path: Path) -> None:
 def test_rebuild_and_snapshot_keep_the_read_models(db: Path) -> None:
     before = _read_models(db)
     assert "rebuilt the read models" in ok("rebuild", db=db).stdout
-    assert "saved 3 snapshots" in ok("snapshot", db=db).stdout
+    assert "saved 1 snapshot" in ok("snapshot", db=db).stdout  # the one read-models projection
     assert _read_models(db) == before
 
 
@@ -252,13 +254,13 @@ def test_export_then_import_into_an_empty_database_gives_identical_read_models(
     exported.write_text(ok("export", db=demo_db).stdout)
     copy = tmp_path / "copy.db"
     with EventLog(demo_db) as log:
-        count = log.store.count()
+        count = stored_count(log.store)
     assert f"imported {count} events" in ok("import", str(exported), db=copy).stdout
     assert _read_models(copy) == _read_models(demo_db)
     again = ok("import", str(exported), db=copy).stdout
     assert f"imported 0 events from {exported} ({count} were already in the log)" in again
     with EventLog(copy) as log:
-        assert log.store.count() == count
+        assert stored_count(log.store) == count
 
 
 def test_export_since_exports_only_recent_events(demo_db: Path) -> None:
@@ -299,6 +301,67 @@ def test_a_bad_line_is_reported_with_its_line_number_and_nothing_is_stored(
 
 def test_importing_a_missing_file_is_an_error(tmp_path: Path) -> None:
     refused(run("import", str(tmp_path / "none.jsonl"), db=tmp_path / "x.db"), "no such file")
+
+
+def test_export_lines_events_json_and_tail_json_are_one_shape(demo_db: Path) -> None:
+    exported = [json.loads(line) for line in ok("export", db=demo_db).stdout.splitlines()]
+    listed = as_json("events", "--limit", "3", db=demo_db)
+    tailed = [json.loads(line) for line in ok("tail", "-n", "3", "--json", db=demo_db).stdout.splitlines()]
+    assert listed == tailed == exported[-3:]
+    assert set(listed[0]) == {"position", "id", "event_type", "source", "task_id", "agent_id", "data",
+                              "timestamp", "stream_id", "stream_version", "schema_version", "conforms"}
+
+
+def test_a_line_repeating_an_earlier_one_is_imported_once_and_reported(demo_db: Path,
+                                                                        tmp_path: Path) -> None:
+    good = ok("export", db=demo_db).stdout.splitlines()[:3]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([*good, good[1], good[1]]) + "\n")
+    copy = tmp_path / "copy.db"
+    shown = ok("import", str(path), db=copy).stdout
+    assert f"imported 3 events from {path} (2 repeated an earlier line)" in shown
+    with EventLog(copy) as log:
+        assert [r.id for r in log.read()] == [json.loads(line)["id"] for line in good]
+
+
+def test_an_id_reused_with_other_content_in_one_file_names_both_lines(demo_db: Path,
+                                                                      tmp_path: Path) -> None:
+    good = ok("export", db=demo_db).stdout.splitlines()[:3]
+    changed = {**json.loads(good[0]), "source": "someone else"}
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([*good, json.dumps(changed)]) + "\n")
+    target = tmp_path / "target.db"
+    refused(run("import", str(path), db=target), f"{path} line 4",
+            f"id {changed['id']} is also on line 1, with other content")
+    assert not target.exists()
+
+
+def test_an_import_clashing_with_the_log_stores_none_of_the_file(demo_db: Path,
+                                                                 tmp_path: Path) -> None:
+    lines = ok("export", db=demo_db).stdout.splitlines()
+    first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
+    first.write_text("\n".join(lines[:3]) + "\n")
+    clash = {**json.loads(lines[1]), "source": "someone else"}  # its id is in the log already
+    rest.write_text("\n".join([*lines[3:10], json.dumps(clash), *lines[10:12]]) + "\n")
+    copy = tmp_path / "copy.db"
+    ok("import", str(first), db=copy)
+    refused(run("import", str(rest), db=copy), f"{rest} line 8",
+            f"id {clash['id']} is in the log already, with other content")
+    with EventLog(copy) as log:  # one transaction: the seven lines before it are not stored
+        assert [r.id for r in log.read()] == [json.loads(line)["id"] for line in lines[:3]]
+
+
+def test_an_archive_segment_imports_as_it_is(db: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    pruned = as_json("prune", "--older-than", "1d", "--archive", str(archive), db=db)
+    (segment,) = archive.iterdir()
+    assert segment.name.endswith(".jsonl.gz") and str(segment) == pruned["archive_path"]
+    copy = tmp_path / "copy.db"
+    shown = ok("import", str(segment), db=copy).stdout
+    assert f"imported {pruned['removed']} events from {segment}" in shown
+    # The same rows at the same positions and stream versions: the log's prefix, as it was.
+    with gzip.open(segment, "rt") as archived:
+        assert ok("export", db=copy).stdout == archived.read()
 
 
 # -- the demo -------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.log import EventLog
+from store import stored_count
+from swarmlog.log import EventLog
 from tests import pg
 
 pytestmark = pytest.mark.postgres
@@ -20,7 +21,7 @@ ROOT = Path(__file__).parents[2]
 
 
 def swarmlog(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "swarm.cli", *args], cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "swarmlog.cli", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=120)
 
 
@@ -29,8 +30,8 @@ def test_the_demo_runs_on_postgres_and_its_read_models_hold(postgres_server: str
     done = swarmlog("demo", "--db", url, "--agents", "5", "--tasks", "30", "--seed", "3")
     assert done.returncode == 0, done.stderr
     with EventLog(url) as log:
-        tasks = log.tasks.tasks
-        assert len(tasks) == 30 and log.summary.total == log.store.count() > 30
+        tasks = log.tasks.tasks.merged()
+        assert len(tasks) == 30 and log.summary.total == stored_count(log.store) > 30
         assert log.verify().ok
     summary = json.loads(swarmlog("summary", "--json", "--db", url).stdout)
     assert sum(summary["tasks_by_status"].values()) == 30
@@ -40,7 +41,7 @@ def test_tail_follow_on_postgres_sees_another_processes_appends(postgres_server:
     url = pg.create_database()
     with EventLog(url) as log:
         log.log("system.info", "setup", data={"message": "hello"})
-    tail = subprocess.Popen([sys.executable, "-m", "swarm.cli", "tail", "-f", "-n", "1", "--json",
+    tail = subprocess.Popen([sys.executable, "-m", "swarmlog.cli", "tail", "-f", "-n", "1", "--json",
                              "--db", url], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()

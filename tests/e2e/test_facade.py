@@ -1,4 +1,4 @@
-"""The seed's own usage of `swarm.event_log`, written the way its callers write it."""
+"""The seed's own usage of `swarmlog.event_log`, written the way its callers write it."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from domain.errors import InvalidEvent
 @pytest.fixture
 def event_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("SWARMLOG_DB", str(tmp_path / "seed.db"))
-    from swarm import event_log
+    from swarmlog import event_log
 
     return event_log
 
 
 def test_every_event_type_logged_without_ids_is_fetched_back(event_log) -> None:  # type: ignore[no-untyped-def]
-    from swarm.event_log import EventType, get_event, log_event
+    from swarmlog.event_log import EventType, get_event, log_event
 
     for kind in EventType:
         entry = log_event(kind, "test", data={"test": True})
@@ -34,7 +34,7 @@ def test_every_event_type_logged_without_ids_is_fetched_back(event_log) -> None:
 
 
 def test_the_adr_usage_example_runs_as_written(event_log) -> None:  # type: ignore[no-untyped-def]
-    from swarm.event_log import EventType, get_event_summary, get_task_events, log_event
+    from swarmlog.event_log import EventType, get_event_summary, get_task_events, log_event
 
     class Task:
         id = "task-42"

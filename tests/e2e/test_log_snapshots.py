@@ -10,9 +10,10 @@ import pytest
 
 from domain.codec import build_event
 from domain.events import Event, EventType
-from projections.tasks import all_tasks, count_by_status
-from swarm import log as log_module
-from swarm.log import EventLog
+from domain.task import TaskStatus
+from projections.tasks import all_tasks, tasks_by_status
+from swarmlog import log as log_module
+from swarmlog.log import EventLog
 
 _T = EventType
 
@@ -38,11 +39,11 @@ def test_a_long_running_log_snapshots_as_it_folds(tmp_path: Path,
         for n in range(1, 20):  # 114 events, caught up every 6
             writer.append(lifecycle(n))
             reader.catch_up()
-        positions = sorted({s.position for s in reader.store.snapshots()})
-        assert positions == [31, 61, 91]  # at the first catch-up 30 events past the last
+        positions = sorted(s.position for s in reader.store.snapshots())
+        assert positions == [31, 61, 91]  # at the first catch-up 30 events past the last, once
         in_memory = reader.tasks.tasks  # closed tasks left at the snapshot at 91
         assert set(in_memory) == {f"t{n}" for n in range(16, 20)}  # closed after 91
-        assert count_by_status(reader.tasks)["completed"] == 19
+        assert len(tasks_by_status(reader.tasks, TaskStatus.COMPLETED)) == 19
         assert [t.task_id for t in all_tasks(reader.tasks)] == [f"t{n}" for n in range(1, 20)]
         assert reader.agents.agents["a1"].sats_earned == sum(range(1, 20))
     with EventLog(path) as restarted, EventLog(path) as rebuilt:
@@ -62,11 +63,11 @@ def test_a_start_up_that_folds_many_events_leaves_a_snapshot(
         writer.append([e for n in range(5, 11) for e in lifecycle(n)])  # 36 more
     with EventLog(path) as log:
         assert log.start() == 60
-        assert {s.position for s in log.store.snapshots()} == {60}
+        assert [s.position for s in log.store.snapshots()] == [60]
         assert len(log.tasks.tasks) == 0  # every task is closed: all of them in the store
     with EventLog(path) as log:
         assert log.start() == 0
-        assert count_by_status(log.tasks)["completed"] == 10
+        assert len(tasks_by_status(log.tasks, TaskStatus.COMPLETED)) == 10
 
 
 def test_old_snapshots_are_retired_but_not_the_one_at_the_prune_cut(
@@ -85,15 +86,15 @@ def test_old_snapshots_are_retired_but_not_the_one_at_the_prune_cut(
         for n in range(1, 31):  # 180 events, a snapshot every 30
             log.append(lifecycle(n, at=t0 + timedelta(hours=n)))
             log.catch_up()
-        assert positions(log) == {k: [121, 151, 181] for k in ("tasks", "agents", "summary")}
+        assert positions(log) == {"read_models": [121, 151, 181]}
         report = log.prune(before=t0 + timedelta(hours=10, minutes=30), archive=tmp_path / "a")
         assert (report.first_position, report.last_position) == (1, 61)
         log.append(lifecycle(31, at=t0 + timedelta(hours=31)))
         log.snapshot()  # keeps the newest three and the one at the cut
-        assert positions(log) == {k: [151, 181, 61, 187] for k in ("tasks", "agents", "summary")}
+        assert positions(log) == {"read_models": [151, 181, 61, 187]}
     with EventLog(path) as restarted, EventLog(path) as rebuilt:
         restarted.start()
         rebuilt.rebuild()
         for p in restarted.projections:
             assert p.dump(restarted.runner.state(p.name)) == p.dump(rebuilt.runner.state(p.name))
-        assert count_by_status(restarted.tasks)["completed"] == 31
+        assert len(tasks_by_status(restarted.tasks, TaskStatus.COMPLETED)) == 31

@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 from domain.codec import build_event
 from domain.errors import InvalidEvent, ProjectionError
 from domain.events import Event, EventType
-from projections.runner import ProjectionRunner, default_projections
-from projections.tasks import TasksProjection
+from projections.models import ReadModels, ReadModelsProjection
+from projections.runner import ProjectionRunner
+from store import MemoryStore, stored_count
 from store.archive import read_segment
-from store.memory import MemoryEventStore
-from swarm.log import EventLog
+from swarmlog.log import EventLog
+from tests.strategies import rows
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TASKS, AGENTS = ["t1", "t2", "t3"], ["a1", "a2"]
@@ -46,18 +47,15 @@ def swarm_events(draw: st.DrawFn) -> Event:
                        timestamp=T0 + timedelta(minutes=draw(st.integers(0, 600))))
 
 
-def full_fold(history: list[Event]) -> dict[str, Any]:
-    """The read models of the whole history, folded from nothing (the oracle)."""
-    store = MemoryEventStore()
-    if history:
-        store.append(history)
-    runner = ProjectionRunner(store, default_projections())
+def full_fold(history: list[Event]) -> ReadModels:
+    """The read models of the whole history, folded from nothing through the typed events
+    (the oracle)."""
+    store = MemoryStore()
+    store.append(rows(*history))
+    runner = ProjectionRunner(store, [ReadModelsProjection(plain=True)])
     runner.start()
-    return {p.name: runner.state(p.name) for p in runner.projections}
-
-
-def states(log: EventLog) -> dict[str, Any]:
-    return {"tasks": log.tasks, "agents": log.agents, "summary": log.summary}
+    models: ReadModels = runner.state("read_models")
+    return models
 
 
 def archived_then_stored(log: EventLog) -> list[Event]:
@@ -96,10 +94,10 @@ def prune_and_restart(data: st.DataObject, path: str, archive: str) -> None:
         if data.draw(st.booleans(), label="prune?"):
             minute = data.draw(st.integers(0, 620), label="cutoff minute")
             log.prune(before=T0 + timedelta(minutes=minute), archive=archive)
-            assert states(log) == full_fold(history)
+            assert log.models == full_fold(history)
     log.close()
     restarted = EventLog(path)
-    assert states(restarted) == full_fold(history)
+    assert restarted.models == full_fold(history)
     assert archived_then_stored(restarted) == history
     assert restarted.verify().ok, restarted.verify().problems
     restarted.close()
@@ -117,7 +115,7 @@ def test_a_dry_run_reports_and_changes_nothing(tmp_path: Path) -> None:
     report = log.prune(before=T0 + timedelta(days=5), archive=tmp_path / "a", dry_run=True)
     assert (report.removed, report.first_position, report.last_position) == (3, 1, 3)
     assert report.dry_run and report.archive_path is not None
-    assert log.store.count() == 4 and log.store.prunes() == [] and log.store.snapshots() == []
+    assert stored_count(log.store) == 4 and log.store.prunes() == [] and log.store.snapshots() == []
     assert not (tmp_path / "a").exists()
 
 
@@ -126,7 +124,7 @@ def test_pruning_an_empty_or_young_log_is_a_noop(tmp_path: Path) -> None:
     assert empty.prune(older_than=timedelta(days=1)).removed == 0
     young = _log_with_days(tmp_path / "young.db", [0, 1])
     assert young.prune(before=T0).removed == 0
-    assert young.store.prunes() == [] and young.store.count() == 2
+    assert young.store.prunes() == [] and stored_count(young.store) == 2
 
 
 def test_pruning_twice_in_a_row_removes_nothing_the_second_time(tmp_path: Path) -> None:
@@ -148,7 +146,7 @@ def test_after_a_prune_positions_and_stream_versions_continue(tmp_path: Path) ->
     log.prune(before=T0 + timedelta(days=5))
     assert log.append(build_event("task.started", "test", "t1", "a1")) == [4]
     assert [r.stream_version for r in log.events_of_task("t1")] == [3, 4]
-    assert log.store.head() == 4 and log.store.count() == 2
+    assert log.store.head() == 4 and stored_count(log.store) == 2
 
 
 def test_prune_needs_one_cutoff_with_a_timezone(tmp_path: Path) -> None:
@@ -161,14 +159,10 @@ def test_prune_needs_one_cutoff_with_a_timezone(tmp_path: Path) -> None:
         log.prune(before=datetime(2026, 1, 1))
 
 
-class TasksV2(TasksProjection):
-    """The task fold after a change: its old snapshots no longer apply."""
+class ReadModelsV2(ReadModelsProjection):
+    """The read models after a change to their fold: their old snapshots no longer apply."""
 
-    version = TasksProjection.version + 1
-
-
-def _projections_v2() -> list[Any]:
-    return [TasksV2() if p.name == "tasks" else p for p in default_projections()]
+    version = ReadModelsProjection.version + 1
 
 
 def test_a_changed_projection_is_refolded_from_the_archive(tmp_path: Path) -> None:
@@ -176,15 +170,15 @@ def test_a_changed_projection_is_refolded_from_the_archive(tmp_path: Path) -> No
     history = [r.event for r in log.read()]
     log.prune(before=T0 + timedelta(days=5), archive=tmp_path / "archive")
     log.close()
-    upgraded = EventLog(tmp_path / "log.db", projections=_projections_v2())
-    assert upgraded.tasks == full_fold(history)["tasks"]
+    upgraded = EventLog(tmp_path / "log.db", projections=[ReadModelsV2()])
+    assert upgraded.models == full_fold(history)
 
 
 def test_a_changed_projection_without_an_archive_fails_clearly(tmp_path: Path) -> None:
     log = _log_with_days(tmp_path / "log.db", [0, 1, 2, 9])
     log.prune(before=T0 + timedelta(days=5))
     log.close()
-    upgraded = EventLog(tmp_path / "log.db", projections=_projections_v2())
+    upgraded = EventLog(tmp_path / "log.db", projections=[ReadModelsV2()])
     with pytest.raises(ProjectionError, match="archive"):
         upgraded.start()
 
@@ -195,13 +189,13 @@ def test_a_rebuild_after_a_prune_refolds_the_archive_or_starts_at_the_cut(tmp_pa
         expected = full_fold([r.event for r in log.read()])
         log.prune(before=T0 + timedelta(days=5), archive=archive)
         assert log.rebuild() == 1  # the one stored event; the rest from the archive or the cut
-        assert states(log) == expected
+        assert log.models == expected
 
 
 PRUNER = """
 import sys
 from datetime import datetime
-from swarm.log import EventLog
+from swarmlog.log import EventLog
 EventLog(sys.argv[1]).prune(before=datetime.fromisoformat(sys.argv[2]), archive=sys.argv[3])
 """
 
@@ -235,10 +229,10 @@ def test_a_prune_killed_at_any_moment_leaves_the_log_before_or_after(tmp_path: P
         prunes = reopened.store.prunes()
         outcomes.add(len(prunes))
         if prunes:
-            assert reopened.store.count() == 15_000 and prunes[0].last_position == 15_000
+            assert stored_count(reopened.store) == 15_000 and prunes[0].last_position == 15_000
         else:
-            assert reopened.store.count() == 30_000 and reopened.store.snapshots() == []
-        assert states(reopened) == expected
+            assert stored_count(reopened.store) == 30_000 and reopened.store.snapshots() == []
+        assert reopened.models == expected
         assert archived_then_stored(reopened) == history
         assert reopened.verify().ok, reopened.verify().problems
         reopened.close()

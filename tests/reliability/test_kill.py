@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from projections.models import ReadModels, ReadModelsProjection
 from projections.runner import ProjectionRunner
-from store.memory import MemoryEventStore
-from swarm.log import EventLog
+from store import MemoryStore
+from swarmlog.log import EventLog
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +24,14 @@ def start(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "tests.reliability.workers", *args])
 
 
-def fold_of_what_is_stored(log: EventLog) -> dict[str, object]:
-    oracle = MemoryEventStore()
-    events = [r.event for r in log.read()]
-    if events:
-        oracle.append(events)
-    runner = ProjectionRunner(oracle)
+def fold_of_what_is_stored(log: EventLog) -> ReadModels:
+    """The read models of the stored rows, folded from nothing through the typed events."""
+    oracle = MemoryStore()
+    oracle.append(list(log.read()))
+    runner = ProjectionRunner(oracle, [ReadModelsProjection(plain=True)])
     runner.start()
-    return {p.name: runner.state(p.name) for p in runner.projections}
+    models: ReadModels = runner.state("read_models")
+    return models
 
 
 def check_log(path: Path | str) -> int:
@@ -48,8 +49,7 @@ def check_log(path: Path | str) -> int:
             r.event.data.model_extra["size"]
     report = log.verify()
     assert report.ok, report.problems
-    live = {"tasks": log.tasks, "agents": log.agents, "summary": log.summary}
-    assert live == fold_of_what_is_stored(log)
+    assert log.models == fold_of_what_is_stored(log)
     log.close()
     return len(records)
 

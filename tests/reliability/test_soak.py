@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.log import EventLog
+from swarmlog.log import EventLog
 
 pytestmark = pytest.mark.slow
 SECONDS = 15

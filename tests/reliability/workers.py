@@ -3,7 +3,8 @@ KIND LOCATION [ARGS]`.
 
 - `append LOCATION NAME`: append batches forever; every event says its batch and its size.
 - `snapshot LOCATION NAME`: append and snapshot in turn, forever.
-- `tail LOCATION OUT SECONDS`: tail the log for SECONDS and write every position and id seen.
+- `tail LOCATION OUT SECONDS`: tail the log for SECONDS (and until the writers stop) and write
+  every position and id seen.
 - `write LOCATION NAME SECONDS`: append small batches for SECONDS; write how many and any error.
 """
 
@@ -14,14 +15,20 @@ import random
 import sys
 import time
 
+from domain.codec import StoredEvent, encode
 from domain.errors import SwarmlogError
-from domain.events import BidSubmitted, Event
-from swarm.log import EventLog, open_store
+from domain.events import BidSubmitted
+from store import open_store
+from swarmlog.log import EventLog
 
 
-def batch(name: str, number: int, size: int) -> list[Event]:
-    return [BidSubmitted(source=name, task_id=f"{name}-t{(number + i) % 13}", agent_id=f"a{i % 5}",
-                         data={"bid_sats": i, "batch": number, "size": size})
+def batch(name: str, number: int, size: int) -> list[StoredEvent]:
+    """Batch `number` of `name`, encoded for `Store.append`: each event says its batch and size.
+    (Encoded here, not with `tests.strategies.rows`: importing hypothesis would double the
+    start-up that the kill tests wait out.)"""
+    return [encode(BidSubmitted(source=name, task_id=f"{name}-t{(number + i) % 13}",
+                                agent_id=f"a{i % 5}", data={"bid_sats": i, "batch": number,
+                                                            "size": size}))
             for i in range(size)]
 
 
@@ -40,7 +47,7 @@ def snapshot_forever(location: str, name: str) -> None:
     number = 0
     while True:
         number += 1
-        log.append(batch(name, number, 200))
+        log.store.append(batch(name, number, 200))
         log.snapshot()
 
 
@@ -48,13 +55,15 @@ def tail(location: str, out: str, seconds: float) -> None:
     store = open_store(location)
     seen: list[tuple[int, str]] = []
     after, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
         for recorded in store.read(after=after):
-            seen.append((recorded.position, recorded.event.id))
+            seen.append((recorded.position, recorded.id))
             after = recorded.position
-        store.wait_for_append(after, 0.2)
-    time.sleep(1.0)  # the writers have stopped: read what is left
-    seen.extend((r.position, r.event.id) for r in store.read(after=after))
+        # Past SECONDS, read on until the writers (started after this reader, and perhaps slowed
+        # by a busy machine) have been quiet for two seconds.
+        late = time.monotonic() >= deadline
+        if not store.wait_for_append(after, 2.0 if late else 0.2) and late:
+            break
     with open(out, "w") as f:
         json.dump(seen, f)
 

@@ -1,180 +1,547 @@
-"""The EventStore contract, written once and run against every backend (`store` fixture)."""
+"""The store contract (`store/base.py`: EventLogStore and SnapshotStore), written once and run
+against every backend through the `store` fixture: memory, SQLite and PostgreSQL.
+
+What every backend must do alike is here, including what a plain SQL client must not be able to
+do behind swarmlog's back (the `raw_sql` fixture: a connection of the same database; the
+in-memory store has none, and says so when it skips those tests).
+"""
 
 from __future__ import annotations
 
+import json
+import random
+import sqlite3
 import subprocess
 import sys
+import threading
 import tracemalloc
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from domain.codec import encode, row_checksum
-from domain.errors import ConcurrencyError, InvalidEvent
-from domain.events import (
-    AgentJoined,
-    BidSubmitted,
-    EventType,
-    SystemErrorLogged,
-    TaskCreated,
-    TaskStarted,
+from domain.codec import StoredEvent
+from domain.errors import ConcurrencyError, CorruptEvent, InvalidEvent, StoreError
+from domain.events import Event, EventType
+from store import (
+    EVERYTHING,
+    EventFilter,
+    EventLogStore,
+    SnapshotStore,
+    Store,
+    first_stored,
+    is_url,
+    prefix_end,
+    stored_count,
 )
-from store.base import EventStore
+from tests.conftest import StoreFactory
+from tests.strategies import EPOCH, ev, rows, stored
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def bid(task: str, agent: str, sats: int, at: datetime | None = None) -> BidSubmitted:
-    return BidSubmitted(source="test", task_id=task, agent_id=agent, data={"bid_sats": sats},
-                        timestamp=at or T0)
+_T = EventType
 
 
-def test_positions_start_at_one_and_follow_append_order(store: EventStore) -> None:
-    events = [bid("t1", "a1", n) for n in range(5)]
-    assert store.append(events[:2]) == [1, 2]
-    assert store.append(events[2:]) == [3, 4, 5]
-    assert [r.position for r in store.read()] == [1, 2, 3, 4, 5]
+def bid(task: str | None, agent: str | None, amount: int, minute: float = 0,
+        source: str = "test") -> Event:
+    return ev(_T.BID_SUBMITTED, task, agent, minute=minute, source=source, bid_sats=amount)
+
+
+def positions(found: Iterable[StoredEvent]) -> list[int]:
+    return [r.position for r in found]
+
+
+def sats(row: StoredEvent) -> int:
+    """The bid of a stored bid, read from its payload text."""
+    return int(json.loads(row.data or "{}")["bid_sats"])
+
+
+def at(minute: float) -> datetime:
+    return EPOCH + timedelta(minutes=minute)
+
+
+# -- a plain SQL client of the store's database (what another program could do) -------------------
+
+
+class RawSQL:
+    """A connection to the store's database that is not swarmlog's: `?` placeholders on both."""
+
+    def __init__(self, location: str) -> None:
+        self.postgres = is_url(location)
+        self._conn: Any = (psycopg.connect(location, autocommit=True) if self.postgres
+                           else sqlite3.connect(location, isolation_level=None))
+        #: What the driver raises when the append-only guard refuses a statement.
+        self.refused: type[Exception] = (psycopg.IntegrityError if self.postgres
+                                         else sqlite3.IntegrityError)
+
+    def execute(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        cursor = self._conn.execute(sql.replace("?", "%s") if self.postgres else sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+    def tamper(self, sql: str, *params: Any) -> None:
+        """Run an UPDATE of event_log with its guard lifted for the one statement: someone
+        altering a stored row behind swarmlog's back."""
+        if self.postgres:
+            self.execute("ALTER TABLE event_log DISABLE TRIGGER event_log_no_update")
+            self.execute(sql, *params)
+            self.execute("ALTER TABLE event_log ENABLE TRIGGER event_log_no_update")
+        else:
+            ((guard,),) = self.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'event_log_no_update'")
+            self.execute("DROP TRIGGER event_log_no_update")
+            self.execute(sql, *params)
+            self.execute(guard)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@pytest.fixture
+def raw_sql(store: Store, backend: tuple[StoreFactory, str | None]) -> Iterator[RawSQL]:
+    """A plain SQL client of `store`'s database (created by `store` first)."""
+    location = backend[1]
+    if location is None:
+        pytest.skip("the in-memory store has no database another client could reach")
+    client = RawSQL(location)
+    yield client
+    client.close()
+
+
+# -- appending and reading -------------------------------------------------------------------------
+
+
+def test_every_backend_is_an_event_log_and_a_snapshot_store(store: Store) -> None:
+    assert isinstance(store, EventLogStore) and isinstance(store, SnapshotStore)
+
+
+def test_an_empty_log_reads_nothing_and_has_head_zero(store: Store) -> None:
+    assert list(store.read()) == [] and list(store.query()) == []
+    assert store.head() == 0 and stored_count(store) == 0 and first_stored(store) == 1
+    assert store.append([]) == [] and store.head() == 0
+    assert store.stream_versions(["task-t1", "system"]) == {"task-t1": 0, "system": 0}
+    assert store.count_by_type() == {} and store.get("no-such-id") is None
+    assert prefix_end(store, at(0)) == 0 and store.prunes() == []
+
+
+def test_positions_start_at_one_and_rows_read_back_exactly_as_appended(store: Store) -> None:
+    events = [ev(_T.TASK_CREATED, "t1", description="index docs"), bid("t1", "a1", 10),
+              ev(_T.AGENT_JOINED, agent="a1", name="Ann"), ev(_T.SYSTEM_INFO),
+              bid("t2", "a1", 12), bid("t1", "a2", 9)]
+    assert store.append(rows(*events[:2])) == [1, 2]
+    assert store.append(rows(*events[2:])) == [3, 4, 5, 6]
+    assert list(store.read()) == stored(events)  # every field, positions and stream versions
     assert [r.event for r in store.read()] == events
-    assert store.head() == 5 and store.count() == 5
+    assert store.head() == 6 and stored_count(store) == 6
 
 
-def test_an_empty_log_reads_nothing_and_has_head_zero(store: EventStore) -> None:
-    assert list(store.read()) == []
-    assert store.head() == 0 and store.count() == 0
-    assert store.append([]) == []
+def test_stream_versions_count_each_stream_from_one_without_gaps(store: Store) -> None:
+    store.append(rows(bid("t1", "a", 1), bid("t2", "a", 1), bid("t1", "a", 2)))
+    store.append(rows(ev(_T.AGENT_JOINED, agent="a"), ev(_T.SYSTEM_ERROR, message="x"),
+                      bid("t1", "b", 3)))
+    assert [(r.stream_id, r.stream_version) for r in store.read()] == [
+        ("task-t1", 1), ("task-t2", 1), ("task-t1", 2), ("agent-a", 1), ("system", 1),
+        ("task-t1", 3)]
+    assert store.stream_versions(["task-t1", "task-t2", "agent-a", "agent-b", "system"]) == {
+        "task-t1": 3, "task-t2": 1, "agent-a": 1, "agent-b": 0, "system": 1}
+    assert store.stream_versions([]) == {}
 
 
-def test_a_batch_with_one_invalid_event_stores_nothing(store: EventStore) -> None:
-    store.append([bid("t1", "a1", 1)])
-    bad = SystemErrorLogged(source="test", data={"detail": "x" * 70_000})
-    with pytest.raises(InvalidEvent):
-        store.append([bid("t1", "a1", 2), bad, bid("t1", "a1", 3)])
-    assert store.head() == 1 and [r.event.data.bid_sats for r in store.read()] == [1]
-    assert store.stream_version("task-t1") == 1
-
-
-def test_reappending_a_stored_event_is_a_noop_returning_its_position(store: EventStore) -> None:
-    first, second = bid("t1", "a1", 1), bid("t2", "a1", 2)
+def test_reappending_stored_rows_returns_their_positions_and_stores_nothing_again(
+        store: Store) -> None:
+    first, second, third = rows(bid("t1", "a1", 1), bid("t2", "a1", 2), bid("t1", "a2", 3))
     assert store.append([first, second]) == [1, 2]
     assert store.append([second]) == [2]
-    third = bid("t1", "a2", 3)
     assert store.append([first, third, third]) == [1, 3, 3]
-    assert store.head() == 3
-    assert store.stream_version("task-t1") == 2
+    assert store.head() == 3 and [r.id for r in store.read()] == [first.id, second.id, third.id]
+    assert store.stream_versions(["task-t1", "task-t2"]) == {"task-t1": 2, "task-t2": 1}
 
 
-def test_stream_versions_are_gapless_per_stream(store: EventStore) -> None:
-    store.append([bid("t1", "a", 1), bid("t2", "a", 1), bid("t1", "a", 2)])
-    store.append([AgentJoined(source="test", agent_id="a"), SystemErrorLogged(source="test")])
-    versions = [(r.stream_id, r.stream_version) for r in store.read()]
-    assert versions == [("task-t1", 1), ("task-t2", 1), ("task-t1", 2), ("agent-a", 1), ("system", 1)]
-    assert store.stream_version("task-t1") == 2 and store.stream_version("nope") == 0
+def test_a_row_reusing_a_stored_id_leaves_the_stored_row_as_it_was(store: Store) -> None:
+    (original,) = rows(bid("t1", "a1", 1))
+    impostor = original._replace(data='{"bid_sats":999}', source="impostor")
+    assert store.append([original]) == [1]
+    assert store.append([impostor]) == [1]
+    assert store.append([original._replace(id="fresh"), impostor]) == [2, 1]
+    assert store.get(original.id) == original._replace(position=1, stream_version=1)
 
 
-def test_expected_version_guards_a_stream(store: EventStore) -> None:
-    assert store.append([TaskCreated(source="test", task_id="t1")], expected_version=0) == [1]
-    store.append([bid("t1", "a", 1)], expected_version=1)
-    with pytest.raises(ConcurrencyError) as raised:
-        store.append([bid("t1", "b", 2)], expected_version=1)
-    assert (raised.value.stream_id, raised.value.expected, raised.value.actual) == ("task-t1", 1, 2)
-    assert store.head() == 2
+def test_a_batch_repeating_an_id_stores_its_first_row_once(store: Store) -> None:
+    (original,) = rows(bid("t1", "a1", 1))
+    repeat = original._replace(data='{"bid_sats":2}')
+    assert store.append([original, repeat]) == [1, 1]
+    assert list(store.read()) == [original._replace(position=1, stream_version=1)]
 
 
-def test_expected_version_zero_refuses_an_existing_stream(store: EventStore) -> None:
-    store.append([TaskCreated(source="test", task_id="t1")])
-    with pytest.raises(ConcurrencyError):
-        store.append([TaskCreated(source="test", task_id="t1")], expected_version=0)
-    assert store.head() == 1
+def test_a_batch_the_database_refuses_stores_none_of_its_rows(
+        store: Store, backend: tuple[StoreFactory, str | None]) -> None:
+    if backend[1] is None:
+        pytest.skip("the in-memory store has no column constraints to refuse a row")
+    store.append(rows(bid("t1", "a1", 1)))
+    good, bad, later = rows(bid("t1", "a1", 2), bid("t2", "a1", 3), bid("t1", "a1", 4))
+    with pytest.raises(StoreError, match="cannot append to"):
+        store.append([good, bad._replace(source=None), later])  # type: ignore[arg-type]
+    assert positions(store.read()) == [1] and store.head() == 1
+    assert store.stream_versions(["task-t1", "task-t2"]) == {"task-t1": 1, "task-t2": 0}
+    assert store.append([good, bad, later]) == [2, 3, 4]
 
 
-def test_expected_version_applies_to_a_single_stream(store: EventStore) -> None:
-    with pytest.raises(InvalidEvent, match="expected_version"):
-        store.append([bid("t1", "a", 1), bid("t2", "a", 1)], expected_version=0)
-    assert store.head() == 0
-
-
-def test_a_retried_append_succeeds_even_with_its_old_expected_version(store: EventStore) -> None:
-    event = TaskCreated(source="test", task_id="t1")
-    assert store.append([event], expected_version=0) == [1]
-    assert store.append([event], expected_version=0) == [1]
-
-
-def test_read_after_and_limit(store: EventStore) -> None:
-    store.append([bid("t", "a", n) for n in range(10)])
-    assert [r.position for r in store.read(after=7)] == [8, 9, 10]
-    assert [r.position for r in store.read(after=2, limit=3)] == [3, 4, 5]
-    assert list(store.read(after=10)) == []
-
-
-def test_reads_by_task_agent_and_time_range(store: EventStore) -> None:
-    store.append([
-        bid("t1", "a1", 1, T0),
-        bid("t2", "a2", 2, T0 + timedelta(minutes=1)),
-        TaskStarted(source="test", task_id="t1", agent_id="a2", timestamp=T0 + timedelta(minutes=2)),
-        AgentJoined(source="test", agent_id="a1", timestamp=T0 + timedelta(minutes=3)),
-    ])
-    assert [r.position for r in store.read_task("t1")] == [1, 3]
-    assert [r.position for r in store.read_agent("a2")] == [2, 3]
-    assert [r.position for r in store.read_agent("a1")] == [1, 4]
-    window = store.read_range(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
-    assert [r.position for r in window] == [2, 3]
-    only_bids = store.read_range(since=T0, types=[EventType.BID_SUBMITTED])
-    assert [r.position for r in only_bids] == [1, 2]
-    assert list(store.read_range(types=[])) == []
-
-
-def test_query_filters_newest_first_with_limit_and_offset(store: EventStore) -> None:
-    store.append([bid("t1", "a1", n, T0 + timedelta(seconds=n)) for n in range(6)])
-    store.append([TaskCreated(source="other", task_id="t1", timestamp=T0)])
-    assert [r.position for r in store.query(task_id="t1", limit=3)] == [7, 6, 5]
-    assert [r.position for r in store.query(task_id="t1", limit=2, offset=2)] == [5, 4]
-    assert [r.position for r in store.query(source="other")] == [7]
-    assert [r.position for r in store.query(event_type=EventType.TASK_CREATED)] == [7]
-    since = store.query(since=T0 + timedelta(seconds=4), event_type=EventType.BID_SUBMITTED)
-    assert [r.position for r in since] == [6, 5]
-    assert [r.position for r in store.query(agent_id="a1", newest_first=False, limit=2)] == [1, 2]
-
-
-def test_get_by_id(store: EventStore) -> None:
-    event = bid("t1", "a1", 7)
-    store.append([bid("t0", "a0", 1), event])
-    found = store.get(event.id)
-    assert found is not None and found.event == event and found.position == 2
+def test_get_finds_a_row_by_its_id(store: Store) -> None:
+    wanted = bid("t1", "a1", 7)
+    store.append(rows(bid("t0", "a0", 1), wanted))
+    found = store.get(wanted.id)
+    assert found is not None and found.position == 2 and found.event == wanted
     assert store.get("no-such-id") is None
 
 
-def test_count_by_type_all_time_and_since(store: EventStore) -> None:
-    store.append([bid("t1", "a", 1, T0), bid("t1", "a", 2, T0 + timedelta(hours=1)),
-                  SystemErrorLogged(source="x", timestamp=T0 + timedelta(hours=2))])
-    assert store.count_by_type() == {"bid.submitted": 2, "system.error": 1}
-    assert store.count_by_type(T0 + timedelta(minutes=30)) == {"bid.submitted": 1, "system.error": 1}
+def test_read_gives_the_rows_after_one_position_up_to_another(store: Store) -> None:
+    store.append(rows(*(bid("t", "a", n) for n in range(10))))
+    assert positions(store.read(after=7)) == [8, 9, 10]
+    assert positions(store.read(after=2, until=5)) == [3, 4, 5]
+    assert positions(store.read(until=2)) == [1, 2]
+    assert list(store.read(after=10)) == [] and list(store.read(after=5, until=5)) == []
+    assert list(store.read(after=6, until=3)) == []
 
 
-def test_snapshots_are_found_by_projection_and_version(store: EventStore) -> None:
-    assert store.latest_snapshot("tasks", 1) is None
-    first = store.save_snapshot("tasks", 1, 10, '{"n": 1}')
-    second = store.save_snapshot("tasks", 1, 20, '{"n": 2}')
-    store.save_snapshot("tasks", 2, 30, '{"n": 3}')
-    latest = store.latest_snapshot("tasks", 1)
-    assert latest is not None and (latest.id, latest.position, latest.state) == (second, 20, '{"n": 2}')
-    assert first != second and len(store.snapshots()) == 3
+def test_reading_100k_rows_streams_in_bounded_memory(store: Store) -> None:
+    for start in range(0, 100_000, 5_000):
+        store.append(rows(*(bid(f"t{n % 100}", "a", n) for n in range(start, start + 5_000))))
+    tracemalloc.start()
+    try:
+        seen = 0
+        for row in store.read():
+            seen += 1
+            assert row.position == seen
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen == 100_000
+    # Holding every row would take well over 40 MB; a streaming read holds a page.
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading"
+
+
+# -- expected versions -----------------------------------------------------------------------------
+
+
+def test_expected_versions_guard_each_stream_a_batch_writes(store: Store) -> None:
+    assert store.append(rows(ev(_T.TASK_CREATED, "t1")), expected={"task-t1": 0}) == [1]
+    assert store.append(rows(bid("t1", "a1", 5), ev(_T.AGENT_JOINED, agent="a1")),
+                        expected={"task-t1": 1, "agent-a1": 0}) == [2, 3]
+    with pytest.raises(ConcurrencyError) as raised:
+        store.append(rows(bid("t1", "a2", 4), ev(_T.AGENT_JOINED, agent="a2")),
+                     expected={"task-t1": 2, "agent-a2": 0, "agent-a1": 0})
+    assert (raised.value.stream_id, raised.value.expected, raised.value.actual) == (
+        "agent-a1", 0, 1)
+    assert store.head() == 3
+    assert store.stream_versions(["task-t1", "agent-a1", "agent-a2"]) == {
+        "task-t1": 2, "agent-a1": 1, "agent-a2": 0}
+
+
+def test_a_stream_the_batch_does_not_write_is_checked_and_left_as_it_is(store: Store) -> None:
+    store.append(rows(ev(_T.TASK_CREATED, "t1"), ev(_T.AGENT_JOINED, agent="a1")))
+    # The decision read agent a1 at version 1; the batch writes only the task's stream.
+    assert store.append(rows(bid("t1", "a1", 5)), expected={"task-t1": 1, "agent-a1": 1}) == [3]
+    assert store.stream_versions(["task-t1", "agent-a1"]) == {"task-t1": 2, "agent-a1": 1}
+    store.append(rows(ev(_T.AGENT_STATUS_CHANGED, agent="a1", status="busy")))
+    with pytest.raises(ConcurrencyError) as raised:
+        store.append(rows(bid("t1", "a1", 4)), expected={"task-t1": 2, "agent-a1": 1})
+    assert (raised.value.stream_id, raised.value.expected, raised.value.actual) == (
+        "agent-a1", 1, 2)
+    assert store.head() == 4 and store.stream_versions(["task-t1"]) == {"task-t1": 2}
+
+
+@pytest.mark.parametrize("stale", ["task-t1", "task-t2", "agent-a1", "agent-nobody"])
+def test_a_mismatch_on_any_expected_stream_appends_nothing(store: Store, stale: str) -> None:
+    store.append(rows(ev(_T.TASK_CREATED, "t1"), ev(_T.TASK_CREATED, "t2"),
+                      ev(_T.AGENT_JOINED, agent="a1")))
+    expected = {"task-t1": 1, "task-t2": 1, "agent-a1": 1, "agent-nobody": 0}
+    expected[stale] += 1
+    before = list(store.read())
+    with pytest.raises(ConcurrencyError) as raised:
+        store.append(rows(bid("t1", "a1", 1), bid("t2", "a1", 2), ev(_T.SYSTEM_INFO)),
+                     expected=expected)
+    assert raised.value.stream_id == stale
+    assert list(store.read()) == before and store.head() == 3
+    assert store.stream_versions(["task-t1", "task-t2", "system"]) == {
+        "task-t1": 1, "task-t2": 1, "system": 0}
+
+
+def test_expected_version_zero_means_the_stream_must_be_new(store: Store) -> None:
+    store.append(rows(ev(_T.TASK_CREATED, "t1")))
+    with pytest.raises(ConcurrencyError):
+        store.append(rows(ev(_T.TASK_CREATED, "t1")), expected={"task-t1": 0})
+    assert store.append(rows(ev(_T.TASK_CREATED, "t2")), expected={"task-t2": 0}) == [2]
+
+
+def test_a_retried_append_succeeds_with_its_old_expected_versions_unless_it_adds_rows(
+        store: Store) -> None:
+    batch = rows(ev(_T.TASK_CREATED, "t1"), ev(_T.AGENT_JOINED, agent="a1"))
+    expected = {"task-t1": 0, "agent-a1": 0}
+    assert store.append(batch, expected=expected) == [1, 2]
+    assert store.append(batch, expected=expected) == [1, 2]  # the answer was lost: a retry
+    with pytest.raises(ConcurrencyError):
+        store.append([*batch, *rows(bid("t1", "a1", 3))], expected=expected)
+    assert store.head() == 2
+
+
+# -- querying --------------------------------------------------------------------------------------
+
+#: A fixed log for the queries: three tasks, three agents, two sources, eleven types, and
+#: timestamps out of position order (so that a time range is not a range of positions).
+_KINDS = [_T.TASK_CREATED, _T.BID_SUBMITTED, _T.TASK_FAILED, _T.TASK_COMPLETED, _T.AGENT_JOINED,
+          _T.TOOL_CALLED, _T.SYSTEM_INFO, _T.TIMMY_THOUGHT, _T.TASK_STARTED, _T.AUCTION_CLOSED,
+          _T.ERROR_CAPTURED]
+
+
+def _query_log() -> list[Event]:
+    rng = random.Random(17)
+    return [ev(rng.choice(_KINDS), rng.choice(["t1", "t2", "t3", None]),
+               rng.choice(["a1", "a2", "a3", None]), minute=rng.randrange(60),
+               source=rng.choice(["coordinator", "agent"])) for _ in range(80)]
+
+
+def _expected(log: Sequence[StoredEvent], where: EventFilter, after: int = 0,
+              before: int | None = None, limit: int | None = None,
+              newest_first: bool = False) -> list[int]:
+    """What a query must give, found the plain way."""
+
+    def holds(r: StoredEvent) -> bool:
+        moment = datetime.fromisoformat(r.timestamp)
+        return ((where.types is None or r.event_type in where.types)
+                and where.task_id in (None, r.task_id) and where.agent_id in (None, r.agent_id)
+                and where.source in (None, r.source)
+                and (where.since is None or where.since <= moment)
+                and (where.until is None or moment < where.until)
+                and after < r.position and (before is None or r.position < before))
+
+    found = [r.position for r in log if holds(r)]
+    return (found[::-1] if newest_first else found)[:limit]
+
+
+def test_each_filter_of_a_query_selects_its_rows(store: Store) -> None:
+    store.append(rows(
+        bid("t1", "a1", 1, minute=0),
+        bid("t2", "a2", 2, minute=1, source="other"),
+        ev(_T.TASK_STARTED, "t1", "a2", minute=2),
+        ev(_T.AGENT_JOINED, agent="a1", minute=3),
+        ev(_T.TASK_FAILED, "t2", minute=4, reason="no bids"),
+        ev(_T.SYSTEM_INFO, minute=5, source="other", message="hi")))
+    assert positions(store.query(EventFilter(task_id="t1"))) == [1, 3]
+    assert positions(store.query(EventFilter(agent_id="a2"))) == [2, 3]
+    assert positions(store.query(EventFilter(agent_id="a1"))) == [1, 4]
+    assert positions(store.query(EventFilter(source="other"))) == [2, 6]
+    assert positions(store.query(EventFilter(since=at(1), until=at(3)))) == [2, 3]
+    assert positions(store.query(EventFilter(since=at(4)))) == [5, 6]
+    assert positions(store.query(EventFilter(until=at(1)))) == [1]
+    several = EventFilter(types=frozenset({"task.failed", "agent.joined", "task.exploded"}))
+    assert positions(store.query(several)) == [4, 5]
+    assert positions(store.query(EventFilter(types=frozenset({_T.TASK_STARTED})))) == [3]
+    assert list(store.query(EventFilter(types=frozenset()))) == []
+    both = EventFilter(types=frozenset({"bid.submitted"}), task_id="t2", agent_id="a2",
+                       source="other", since=at(1), until=at(2))
+    assert positions(store.query(both)) == [2]
+    assert positions(store.query(EVERYTHING, newest_first=True, limit=2)) == [6, 5]
+
+
+def test_a_naive_time_is_refused(store: Store) -> None:
+    store.append(rows(bid("t", "a", 1)))
+    with pytest.raises(InvalidEvent, match="naive"):
+        list(store.query(EventFilter(since=datetime(2025, 3, 1))))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_every_query_gives_the_rows_a_plain_filter_gives(store: Store, data: st.DataObject) -> None:
+    # (The store is filled once and only read: sharing it between examples is sound.)
+    if store.head() == 0:
+        store.append(rows(*_query_log()))
+    log = list(store.read())
+    draw = data.draw
+    maybe_minute = st.none() | st.integers(-1, 61).map(at)
+    where = EventFilter(
+        types=draw(st.none() | st.frozensets(st.sampled_from([k.value for k in _KINDS]
+                                                             + ["task.exploded"]), max_size=4)),
+        task_id=draw(st.sampled_from([None, None, "t1", "t3", "t9"])),
+        agent_id=draw(st.sampled_from([None, None, "a2", "a9"])),
+        source=draw(st.sampled_from([None, None, "agent"])),
+        since=draw(maybe_minute), until=draw(maybe_minute))
+    options: dict[str, Any] = {
+        "after": draw(st.integers(0, 82)), "before": draw(st.none() | st.integers(0, 82)),
+        "limit": draw(st.none() | st.integers(0, 30)), "newest_first": draw(st.booleans())}
+    assert positions(store.query(where, **options)) == _expected(log, where, **options)
+
+
+def _pages(store: Store, where: EventFilter, size: int, newest_first: bool) -> list[list[int]]:
+    """Every page of a query, each asked for by the last position of the one before."""
+    pages: list[list[int]] = []
+    while True:
+        cursor: dict[str, int] = {}
+        if pages:
+            cursor = {"before" if newest_first else "after": pages[-1][-1]}
+        page = positions(store.query(where, limit=size, newest_first=newest_first, **cursor))
+        if not page:
+            return pages
+        pages.append(page)
+
+
+@pytest.mark.parametrize("where", [
+    EVERYTHING, EventFilter(types=frozenset({"bid.submitted", "task.failed"})),
+    EventFilter(task_id="t1"), EventFilter(agent_id="a3"), EventFilter(source="agent"),
+    EventFilter(since=at(10), until=at(50)), EventFilter(types=frozenset({"task.started"})),
+], ids=["everything", "types", "task", "agent", "source", "time", "one type"])
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest first", "newest first"])
+def test_keyset_pages_walk_a_query_in_both_directions(store: Store, where: EventFilter,
+                                                      newest_first: bool) -> None:
+    store.append(rows(*_query_log()))
+    whole = positions(store.query(where, newest_first=newest_first))
+    pages = _pages(store, where, 3, newest_first)
+    assert [p for page in pages for p in page] == whole == _expected(
+        list(store.read()), where, newest_first=newest_first)
+    assert all(len(page) == 3 for page in pages[:-1]) and len(pages) >= 2
+
+
+def test_a_query_longer_than_a_page_streams_every_row_once_in_both_directions(
+        store: Store) -> None:
+    # Past the SQL backends' 2,000-row page and 500-position chunk, on every query path.
+    log = [bid(f"t{n % 2}", f"a{n % 3}", n, minute=n) for n in range(4_500)]
+    log[1000:1000] = [ev(_T.TASK_FAILED, "t0", minute=1000, reason="x")]
+    store.append(rows(*log))
+    found = list(store.read())
+    for where in (EVERYTHING, EventFilter(types=frozenset({"bid.submitted"})),
+                  EventFilter(task_id="t0"),
+                  EventFilter(since=at(200), until=at(3_900)),
+                  EventFilter(types=frozenset({"bid.submitted", "task.failed"}), agent_id="a1",
+                              since=at(100))):
+        for newest_first in (False, True):
+            for limit in (None, 2_100):
+                got = positions(store.query(where, limit=limit, newest_first=newest_first))
+                assert got == _expected(found, where, limit=limit, newest_first=newest_first), (
+                    where, newest_first, limit)
+
+
+def test_count_by_type_counts_each_type_in_a_time_range(store: Store) -> None:
+    store.append(rows(bid("t1", "a", 1, minute=0), bid("t1", "a", 2, minute=60),
+                      ev(_T.SYSTEM_ERROR, minute=120, message="x"),
+                      ev(_T.TASK_CREATED, "t2", minute=180)))
+    assert store.count_by_type() == {"bid.submitted": 2, "system.error": 1, "task.created": 1}
+    assert store.count_by_type(since=at(30)) == {"bid.submitted": 1, "system.error": 1,
+                                                 "task.created": 1}
+    assert store.count_by_type(until=at(120)) == {"bid.submitted": 2}
+    assert store.count_by_type(at(60), at(180)) == {"bid.submitted": 1, "system.error": 1}
+    assert store.count_by_type(at(200)) == {}
+
+
+def test_ids_and_texts_that_look_like_sql_are_stored_verbatim(store: Store) -> None:
+    task, agent, source = "t1'; DROP TABLE event_log; --", 'a" OR 1=1 --', "x%s?%%"
+    hostile = ev(_T.BID_SUBMITTED, task, agent, source=source, id="e'); DELETE FROM streams; --",
+                 bid_sats=1, note="'); DROP TABLE snapshots; --")
+    store.append(rows(bid("t1", "a", 0), hostile))
+    for where in (EventFilter(task_id=task), EventFilter(agent_id=agent),
+                  EventFilter(source=source)):
+        assert [r.event for r in store.query(where)] == [hostile]
+    found = store.get(hostile.id)
+    assert found is not None and found.event == hostile
+    assert store.stream_versions([f"task-{task}"]) == {f"task-{task}": 1}
+    store.save_snapshot("p", 1, 2, "{}", [(task, '"x"'), ("t%", '"y"'), ("t_", '"z"')])
+    assert store.snapshot_items("p", 1, 2, prefix="t1'") == [(task, '"x"')]
+    assert store.snapshot_items("p", 1, 2, prefix="t%") == [("t%", '"y"')]
+    assert store.snapshot_items("p", 1, 2, prefix="t_") == [("t_", '"z"')]
+    assert store.head() == 2 and len(list(store.read())) == 2
+
+
+def test_a_payload_keeps_its_exact_json_text(store: Store) -> None:
+    # Another client's spelling (spaces, key order, escapes, number forms): kept byte for byte.
+    text = ('{"tool": "search", "zeta": 1,  "alpha": {"z": [1.5e-7, 1E2, 9223372036854775807],'
+            ' "a": "\\u00fcn\\u00efc\\u00f8d\\u00e9 \\u2713 \\"q\\""}, "args": {"b": null, "a": true}}')
+    (base,) = rows(ev(_T.TOOL_CALLED, agent="a", tool="search"))
+    written = base._replace(data=text, conforms=None, checksum=None)
+    (ours,) = rows(ev(_T.TOOL_CALLED, agent="a", tool="grep", arguments={"ü": [1.5, None]}))
+    store.append([written, ours])
+    assert [r.data for r in store.read()] == [text, ours.data]
+    decoded = next(store.read()).event
+    assert decoded.data.model_extra is not None
+    assert decoded.data.model_extra["alpha"]["a"] == 'ünïcødé ✓ "q"'
+
+
+# -- pruning ---------------------------------------------------------------------------------------
+
+
+def test_remove_prefix_keeps_positions_and_stream_versions_going(store: Store) -> None:
+    store.append(rows(*(bid("t1", "a", n, minute=n * 60 * 24) for n in range(4))))
+    end = prefix_end(store, at(2 * 60 * 24))
+    assert end == 2 and first_stored(store) == 1
+    doomed = list(store.read(until=2))
+    assert store.remove_prefix(1, end, "2025-03-03T00:00:00.000000+00:00", "/a/seg.jsonl.gz",
+                               "ab" * 32) == 2
+    assert positions(store.read()) == [3, 4] and store.get(doomed[0].id) is None
+    assert store.head() == 4 and stored_count(store) == 2 and first_stored(store) == 3
+    assert store.append(rows(bid("t1", "a", 9))) == [5]
+    assert [r.stream_version for r in store.read()] == [3, 4, 5]
+    assert store.stream_versions(["task-t1"]) == {"task-t1": 5}
+    (prune,) = store.prunes()
+    assert (prune.first_position, prune.last_position, prune.removed, prune.cutoff,
+            prune.archive_path, prune.archive_sha256) == (
+        1, 2, 2, "2025-03-03T00:00:00.000000+00:00", "/a/seg.jsonl.gz", "ab" * 32)
+    assert store.remove_prefix(3, 5, "2025-04-01T00:00:00.000000+00:00", None, None) == 3
+    assert list(store.read()) == [] and store.head() == 5
+    assert stored_count(store) == 0 and first_stored(store) == 6 and prefix_end(store, at(0)) == 5
+    assert [(p.first_position, p.last_position, p.removed) for p in store.prunes()] == [
+        (1, 2, 2), (3, 5, 3)]
+    assert store.prunes()[0].id < store.prunes()[1].id
+    assert store.append(rows(bid("t1", "a", 10))) == [6] and store.count_by_type() == {
+        "bid.submitted": 1}
+
+
+def test_prefix_end_stops_before_the_first_young_row(store: Store) -> None:
+    old, young = 0, 10 * 60 * 24
+    store.append(rows(bid("t", "a", 1, minute=old), bid("t", "a", 2, minute=young),
+                      bid("t", "a", 3, minute=old)))
+    assert prefix_end(store, at(5 * 60 * 24)) == 1
+    assert prefix_end(store, at(young)) == 1  # a row at the cutoff is young
+    assert prefix_end(store, at(50 * 60 * 24)) == 3
+    assert prefix_end(store, at(-1)) == 0
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+
+def test_snapshots_are_found_by_projection_version_and_position(store: Store) -> None:
+    assert store.latest_snapshot("read_models", 1) is None and store.snapshots() == []
+    first = store.save_snapshot("read_models", 1, 10, '{"n": 1}')
+    second = store.save_snapshot("read_models", 1, 20, '{"n": 2}')
+    other = store.save_snapshot("read_models", 2, 30, '{"n": 3}')
+    latest = store.latest_snapshot("read_models", 1)
+    assert latest is not None and (latest.id, latest.projection, latest.version, latest.position,
+                                   latest.state) == (second, "read_models", 1, 20, '{"n": 2}')
+    assert len({first, second, other}) == 3 and [s.id for s in store.snapshots()] == [
+        first, second, other]
     assert [(s.id, s.position, s.state) for s in store.snapshots(with_state=False)] == [
         (s.id, s.position, "") for s in store.snapshots()]
-    earlier = store.latest_snapshot("tasks", 1, upto=19)
+    earlier = store.latest_snapshot("read_models", 1, upto=19)
     assert earlier is not None and earlier.id == first
-    assert store.latest_snapshot("tasks", 1, upto=9) is None
+    assert store.latest_snapshot("read_models", 1, upto=9) is None
+    assert store.latest_snapshot("other", 1) is None
     assert store.delete_snapshots([first]) == 1 and store.delete_snapshots([]) == 0
-    assert store.latest_snapshot("tasks", 1, upto=19) is None
-    assert [s.id for s in store.snapshots()] == [second, second + 1]
-    assert store.save_snapshot("tasks", 1, 40, "{}") > second + 1  # ids are not reused
+    assert store.delete_snapshots([first]) == 0
+    assert store.latest_snapshot("read_models", 1, upto=19) is None
+    assert [s.id for s in store.snapshots()] == [second, other]
+    assert store.save_snapshot("read_models", 1, 40, "{}") > other  # ids are not reused
 
 
-def test_snapshot_items_give_each_entry_as_of_a_position(store: EventStore) -> None:
+def test_two_snapshots_at_one_position_give_the_newer(store: Store) -> None:
+    older = store.save_snapshot("read_models", 1, 10, '"older"')
+    newer = store.save_snapshot("read_models", 1, 10, '"newer"')
+    latest = store.latest_snapshot("read_models", 1)
+    assert latest is not None and latest.id == newer != older and latest.state == '"newer"'
+
+
+def test_snapshot_items_give_each_entry_as_of_a_position(store: Store) -> None:
     store.save_snapshot("tasks", 1, 10, "{}", [("t1", '"a"'), ("t2", '"b"')])
     store.save_snapshot("tasks", 1, 20, "{}", [("t1", '"c"'), ("t3", '"d"')])
     store.save_snapshot("tasks", 2, 20, "{}", [("t1", '"other version"')])
     store.save_snapshot("agents", 1, 20, "{}", [("t1", '"other projection"')])
-    assert [store.snapshot_item("tasks", 1, "t1", at) for at in (9, 10, 19, 20, 99)] == [
+    assert [store.snapshot_item("tasks", 1, "t1", upto) for upto in (9, 10, 19, 20, 99)] == [
         None, '"a"', '"a"', '"c"', '"c"']
     assert store.snapshot_item("tasks", 1, "t3", 19) is None
     assert store.snapshot_item("tasks", 1, "t9", 99) is None
@@ -182,123 +549,211 @@ def test_snapshot_items_give_each_entry_as_of_a_position(store: EventStore) -> N
     assert store.snapshot_items("tasks", 1, 20) == [("t1", '"c"'), ("t2", '"b"'), ("t3", '"d"')]
     assert store.snapshot_items("tasks", 2, 20) == [("t1", '"other version"')]
     assert store.snapshot_items("tasks", 1, 9) == []
-    assert store.snapshot_items("tasks", 1, 20, prefix="t3") == [("t3", '"d"')]
-    assert store.snapshot_items("tasks", 1, 20, prefix="x") == []
     # Two snapshots at one position (two processes): the newer write of an entry stands.
     store.save_snapshot("tasks", 1, 20, "{}", [("t1", '"e"')])
     assert store.snapshot_item("tasks", 1, "t1", 20) == '"e"'
 
 
-def test_delete_through_keeps_positions_and_stream_versions_going(store: EventStore) -> None:
-    store.append([bid("t1", "a", n, T0 + timedelta(days=n)) for n in range(4)])
-    assert store.prefix_end(T0 + timedelta(days=2)) == 2
-    with store.transaction():
-        assert store.delete_through(2) == 2
-        store.record_prune(1, 2, 2, (T0 + timedelta(days=2)).isoformat(), None, None)
-    assert [r.position for r in store.read()] == [3, 4]
-    assert store.head() == 4 and store.count() == 2
-    assert store.append([bid("t1", "a", 9)]) == [5]
-    assert [r.stream_version for r in store.read()] == [3, 4, 5]
-    (prune,) = store.prunes()
-    assert (prune.first_position, prune.last_position, prune.removed) == (1, 2, 2)
+def test_snapshot_items_are_filtered_by_key_prefix_in_key_order(store: Store) -> None:
+    keys = ["task:t10", "task:t1", "task:t2", "task:T1", "task:", "tasks", "agent:a1",
+            "task:t1\U0001f600", "task:tü"]
+    store.save_snapshot("read_models", 1, 5, "{}", [(k, f'"{i}"') for i, k in enumerate(keys)])
+    tasks = ["task:", "task:T1", "task:t1", "task:t10", "task:t1\U0001f600", "task:t2", "task:tü"]
+    assert [k for k, _ in store.snapshot_items("read_models", 1, 5, prefix="task:")] == tasks
+    assert [k for k, _ in store.snapshot_items("read_models", 1, 5, prefix="task:t1")] == [
+        "task:t1", "task:t10", "task:t1\U0001f600"]
+    assert [k for k, _ in store.snapshot_items("read_models", 1, 5)] == sorted(keys)
+    assert store.snapshot_items("read_models", 1, 5, prefix="x") == []
+    assert store.snapshot_items("read_models", 1, 5, prefix="agent:a1") == [("agent:a1", '"6"')]
 
 
-def test_prefix_end_stops_at_the_first_young_event(store: EventStore) -> None:
-    old, young = T0, T0 + timedelta(days=10)
-    store.append([bid("t", "a", 1, old), bid("t", "a", 2, young), bid("t", "a", 3, old)])
-    assert store.prefix_end(T0 + timedelta(days=5)) == 1
-    assert store.prefix_end(T0 + timedelta(days=50)) == 3
-    assert store.prefix_end(T0 - timedelta(days=1)) == 0
+def test_deleting_a_snapshot_keeps_its_items_for_newer_snapshots(store: Store) -> None:
+    old = store.save_snapshot("tasks", 1, 10, "{}", [("t1", '"closed"')])
+    store.save_snapshot("tasks", 1, 20, "{}", [("t2", '"closed too"')])
+    store.delete_snapshots([old])
+    assert store.snapshot_items("tasks", 1, 20) == [("t1", '"closed"'), ("t2", '"closed too"')]
 
 
-def test_a_failed_transaction_leaves_the_log_as_it_was(store: EventStore) -> None:
-    store.append([bid("t", "a", 1)])
-    with pytest.raises(RuntimeError), store.transaction():
-        store.append([bid("t", "a", 2)])
-        store.save_snapshot("tasks", 1, 2, "{}", [("t", '"x"')])
+# -- transactions ----------------------------------------------------------------------------------
+
+
+def test_a_failed_transaction_leaves_the_log_and_the_snapshots_as_they_were(store: Store) -> None:
+    store.append(rows(bid("t", "a", 1), bid("t", "a", 2), bid("u", "a", 3)))
+    kept = store.save_snapshot("tasks", 1, 1, "{}", [("t", '"kept"')])
+    before = list(store.read())
+    with pytest.raises(RuntimeError, match="crash"), store.transaction():
+        store.append(rows(bid("t", "a", 4), ev(_T.AGENT_JOINED, agent="a")))
+        store.save_snapshot("tasks", 1, 5, "{}", [("t", '"lost"')])
+        store.delete_snapshots([kept])
+        store.remove_prefix(1, 2, "2025-03-02T00:00:00.000000+00:00", None, None)
         raise RuntimeError("crash inside the transaction")
-    assert store.head() == 1 and store.count() == 1 and store.snapshots() == []
-    assert store.snapshot_items("tasks", 1, 2) == []
-    assert store.append([bid("t", "a", 3)]) == [2]
+    assert list(store.read()) == before and store.head() == 3 and store.prunes() == []
+    assert [s.id for s in store.snapshots()] == [kept]
+    assert store.snapshot_items("tasks", 1, 99) == [("t", '"kept"')]
+    assert store.stream_versions(["task-t", "agent-a"]) == {"task-t": 2, "agent-a": 0}
+    assert store.append(rows(bid("t", "a", 5))) == [4]  # positions stay gapless
 
 
-def test_concurrent_appends_from_two_processes_lose_nothing(backend, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_transaction_commits_all_its_work_at_once_and_nested_ones_join_it(store: Store) -> None:
+    with store.transaction():
+        store.append(rows(bid("t", "a", 1)))
+        with store.transaction():
+            store.append(rows(bid("t", "a", 2)))
+            store.save_snapshot("tasks", 1, 2, "{}")
+        assert store.head() == 2  # its own work is visible inside
+    assert positions(store.read()) == [1, 2] and len(store.snapshots()) == 1
+    with pytest.raises(RuntimeError), store.transaction():
+        with store.transaction():
+            store.append(rows(bid("t", "a", 3)))
+        raise RuntimeError("the outer transaction fails after the inner one ended")
+    assert store.head() == 2
+
+
+def test_a_refused_append_inside_a_transaction_keeps_the_transactions_other_work(
+        store: Store) -> None:
+    stored_row, first, second = rows(bid("t", "a", 1), bid("t", "a", 2), bid("t", "a", 3))
+    store.append([stored_row])
+    with store.transaction():
+        store.append([first])
+        assert store.append([stored_row, second]) == [1, 3]  # a partial retry
+        with pytest.raises(ConcurrencyError):
+            store.append(rows(bid("t", "a", 4)), expected={"task-t": 0})
+        assert store.append(rows(bid("t", "a", 5)), expected={"task-t": 3}) == [4]
+    assert [r.stream_version for r in store.read()] == [1, 2, 3, 4]
+    assert [r.id for r in store.read()][:3] == [stored_row.id, first.id, second.id]
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+def test_one_store_shared_by_threads_hands_out_each_position_once(store: Store) -> None:
+    results: list[list[int]] = [[] for _ in range(4)]
+
+    def write(n: int) -> None:
+        for i in range(25):
+            results[n] += store.append(rows(bid(f"t{n}", "a", i)))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p for r in results for p in r) == list(range(1, 101))
+    assert all(r == sorted(r) for r in results)
+    for n in range(4):
+        found = list(store.query(EventFilter(task_id=f"t{n}")))
+        assert [r.stream_version for r in found] == list(range(1, 26))
+        assert [sats(r) for r in found] == list(range(25))
+
+
+def test_a_reader_in_another_thread_sees_whole_batches_only(store: Store) -> None:
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.is_set():
+            store.append(rows(*(bid("t", "a", n) for n in range(50))))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(20):
+            seen = positions(store.read())
+            assert seen == list(range(1, len(seen) + 1)) and len(seen) % 50 == 0
+    finally:
+        stop.set()
+        writer.join()
+
+
+def test_concurrent_appends_from_two_processes_lose_nothing(
+        backend: tuple[StoreFactory, str | None]) -> None:
     factory, location = backend
     if location is None:
-        pytest.skip("the in-memory store lives in one process; nothing to share")
+        pytest.skip("the in-memory store lives in one process; there is nothing to share")
     factory().close()  # create the schema before the writers race
-    writers = [
-        subprocess.Popen([sys.executable, "-m", "tests.store.writer", location, name, "40", "25"])
-        for name in ("w1", "w2")
-    ]
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.store.writer", location, name,
+                                 "40", "25"]) for name in ("w1", "w2")]
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
     store = factory()
-    records = list(store.read())
-    assert [r.position for r in records] == list(range(1, 2001))
-    for name in ("w1", "w2"):
-        sats = [r.event.data.bid_sats for r in records if r.event.source == name]
-        assert sats == list(range(1000))  # each writer's events, all there, in its own order
-    for task in {r.event.task_id for r in records if r.event.task_id}:
-        versions = [r.stream_version for r in store.read_task(task)]
-        assert versions == list(range(1, len(versions) + 1))
-    store.close()
-
-
-def test_reading_100k_events_streams_in_bounded_memory(store: EventStore) -> None:
-    for start in range(0, 100_000, 5_000):
-        store.append([bid(f"t{n % 100}", "a", n) for n in range(start, start + 5_000)])
-    tracemalloc.start()
     try:
-        seen = 0
-        for record in store.read():
-            seen += 1
-            assert record.position == seen
-        _, peak = tracemalloc.get_traced_memory()
+        found = list(store.read())
+        assert positions(found) == list(range(1, 2001))
+        for name in ("w1", "w2"):
+            bids = [sats(r) for r in found if r.source == name]
+            assert bids == list(range(1000))  # each writer's rows, all there, in its own order
+        for task in {r.task_id for r in found if r.task_id}:
+            versions = [r.stream_version for r in store.query(EventFilter(task_id=task))]
+            assert versions == list(range(1, len(versions) + 1))
     finally:
-        tracemalloc.stop()
-    assert seen == 100_000
-    # Holding every decoded event would take well over 150 MB; a streaming read holds a page.
-    assert peak < 40 * 2**20, f"peak {peak / 2**20:.1f} MiB while reading"
+        store.close()
 
 
-def test_wait_for_append_wakes_when_another_thread_appends(store: EventStore) -> None:
-    import threading
-
+def test_wait_for_append_wakes_when_another_thread_appends(store: Store) -> None:
     assert store.wait_for_append(0, timeout=0.05) is False
-    writer = threading.Timer(0.1, lambda: store.append([bid("t", "a", 1)]))
+    writer = threading.Timer(0.1, lambda: store.append(rows(bid("t", "a", 1))))
     writer.start()
     assert store.wait_for_append(0, timeout=5) is True
     writer.join()
     assert store.wait_for_append(0, timeout=0) is True
+    assert store.wait_for_append(1, timeout=0.05) is False
 
 
-def test_a_retried_append_inside_a_transaction_keeps_the_transactions_other_work(
-        store: EventStore) -> None:
-    stored, first, second = bid("t", "a", 1), bid("t", "a", 2), bid("t", "a", 3)
-    store.append([stored])
-    with store.transaction():
-        store.append([first])
-        assert store.append([stored, second]) == [1, 3]
-        with pytest.raises(ConcurrencyError):
-            store.append([bid("t", "a", 4)], expected_version=0)
-    assert [r.event for r in store.read()] == [stored, first, second]
+def test_size_bytes_grows_with_the_log_where_the_log_has_a_size(store: Store) -> None:
+    empty = store.size_bytes()
+    store.append(rows(*(bid("t", "a", n) for n in range(2_000))))
+    grown = store.size_bytes()
+    if empty is None:  # the in-memory store
+        assert grown is None
+    else:
+        assert grown is not None and grown > empty > 0
 
 
-def test_query_rows_are_the_rows_of_query_undecoded(store: EventStore) -> None:
-    store.append([bid("t1", "a", n) for n in range(4)] + [bid("t2", "b", 9)])
-    for filters in ({}, {"task_id": "t1"}, {"agent_id": "b"}, {"limit": 2, "offset": 1},
-                    {"newest_first": False}):
-        rows, records = store.query_rows(**filters), store.query(**filters)
-        assert [r[0] for r in rows] == [r.position for r in records], filters
-        assert [(*r[1:9], r[10]) for r in rows] == [encode(r.event) for r in records]
-        assert [r[11] for r in rows] == [row_checksum(encode(r.event)) for r in records]
+# -- what a plain SQL client sees and may do -------------------------------------------------------
 
 
-def test_read_rows_gives_what_is_stored_undecoded(store: EventStore) -> None:
-    events = [bid("t1", "a", 1), AgentJoined(source="test", agent_id="a", data={"name": "Ann"})]
-    store.append(events)
-    rows = list(store.read_rows())
-    assert [(r[0], r[9]) for r in rows] == [(1, 1), (2, 1)]  # position, stream version
-    assert [(*r[1:9], r[10]) for r in rows] == [encode(e) for e in events]
-    assert [r[11] for r in rows] == [row_checksum(encode(e)) for e in events]
-    assert [r[0] for r in store.read_rows(after=1, limit=5)] == [2]
+def test_update_and_delete_from_a_plain_sql_client_are_refused(store: Store,
+                                                               raw_sql: RawSQL) -> None:
+    store.append(rows(ev(_T.TASK_CREATED, "t1", source="test")))
+    for statement in ("UPDATE event_log SET source = 'forged'", "DELETE FROM event_log",
+                      "DELETE FROM event_log WHERE seq = 1"):
+        with pytest.raises(raw_sql.refused, match="append-only"):
+            raw_sql.execute(statement)
+    assert raw_sql.execute("SELECT seq, source FROM event_log") == [(1, "test")]
+
+
+def test_the_prune_gate_is_closed_again_after_a_prune(store: Store, raw_sql: RawSQL) -> None:
+    store.append(rows(*(bid("t", "a", n) for n in range(3))))
+    store.remove_prefix(1, 1, "2025-03-01T00:00:00.000000+00:00", None, None)
+    with pytest.raises(raw_sql.refused, match="append-only"):
+        raw_sql.execute("DELETE FROM event_log")
+    assert raw_sql.execute("SELECT seq FROM event_log ORDER BY seq") == [(2,), (3,)]
+
+
+@pytest.mark.parametrize(("column", "value", "reason"), [
+    ("data", '{"bid_sats": -5}', "bid_sats"),
+    ("event_type", "task.exploded", "task.exploded"),
+    ("data", "[1, 2]", "not an object"),
+])
+def test_a_row_altered_behind_the_stores_back_raises_corrupt_event_naming_its_position(
+        store: Store, raw_sql: RawSQL, column: str, value: str, reason: str) -> None:
+    store.append(rows(bid("t", "a", 1), bid("t", "a", 2), bid("t", "a", 3)))
+    raw_sql.tamper(f"UPDATE event_log SET {column} = ? WHERE seq = 2", value)
+    first, altered, last = store.read()  # reading rows does not validate them
+    assert sats(first) == 1 and last.position == 3
+    with pytest.raises(CorruptEvent) as raised:
+        _ = altered.event
+    assert raised.value.seq == 2 and reason in str(raised.value).lower()
+    with pytest.raises(raw_sql.refused):  # the guard is back
+        raw_sql.execute("UPDATE event_log SET source = 'x'")
+
+
+def test_a_plain_client_sees_the_exact_payload_text_and_null_for_none(store: Store,
+                                                                      raw_sql: RawSQL) -> None:
+    spelled = '{"b": 1,  "a": "\\u00e9"}'
+    (base,) = rows(ev(_T.SYSTEM_INFO, message="m"))
+    store.append([*rows(ev(_T.SYSTEM_ERROR)), base._replace(data=spelled, checksum=None)])
+    assert raw_sql.execute("SELECT seq, CAST(data AS TEXT) FROM event_log ORDER BY seq") == [
+        (1, None), (2, spelled)]
+    assert raw_sql.execute("SELECT count(*) FROM event_log WHERE data IS NULL") == [(1,)]
+    (empty, _) = store.read()
+    assert empty.data is None and empty.stream_id == "system" and empty.event.data.model_dump(
+        exclude_unset=True) == {}

@@ -1,21 +1,28 @@
-"""What only the SQLite backend has to prove: its schema, guards, migrations and file errors."""
+"""What only the SQLite backend has to prove: its pragmas and indexes, the plans of its queries,
+the upgrade of older databases (the seed's ADR 017 file, swarmlog's own older schemas), and the
+errors of files that are not its own. Everything both backends do alike is in test_contract.py."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlite_utils import Database
 
+from domain.codec import encode
 from domain.errors import CorruptEvent, StoreError
-from domain.events import BidSubmitted, EventType, TaskCreated
-from store.schema import SCHEMA_VERSION
-from store.sqlite import SQLiteEventStore
+from domain.events import EventType
+from store import EVERYTHING, EventFilter, SQLiteStore, prefix_end
+from store.schema import SCHEMA_VERSION, migrations
+from tests.strategies import EPOCH, ev, rows
 
-T_HOUR = datetime(2026, 1, 1, 12, tzinfo=UTC)
+_T = EventType
+HOUR = EPOCH + timedelta(hours=1)
 
 
 @pytest.fixture
@@ -23,127 +30,246 @@ def path(tmp_path: Path) -> str:
     return str(tmp_path / "log.db")
 
 
-def test_update_and_delete_through_raw_sqlite_are_refused(path: str) -> None:
-    with SQLiteEventStore(path) as store:
-        store.append([TaskCreated(source="test", task_id="t1")])
+def pragma(store: SQLiteStore, name: str) -> object:
+    return store._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+# -- the file and its connection -------------------------------------------------------------------
+
+
+def test_the_log_is_in_wal_mode_with_normal_sync_and_a_busy_timeout(path: str) -> None:
+    with SQLiteStore(path) as store:
+        assert pragma(store, "journal_mode") == "wal"
+        assert pragma(store, "synchronous") == 1  # NORMAL: durable at each checkpoint, with WAL
+        assert pragma(store, "busy_timeout") == 10_000
+        assert pragma(store, "user_version") == SCHEMA_VERSION
+    with SQLiteStore(path, busy_timeout=0.25) as patient:
+        assert pragma(patient, "busy_timeout") == 250
+
+
+def test_the_log_has_the_adr_indexes_and_a_unique_version_per_stream(path: str) -> None:
+    SQLiteStore(path).close()
     raw = sqlite3.connect(path)
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        raw.execute("UPDATE event_log SET source = 'forged'")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        raw.execute("DELETE FROM event_log")
-    assert raw.execute("SELECT source FROM event_log").fetchall() == [("test",)]
+    indexed = {sql for (sql,) in raw.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+    for column in ("task_id", "agent_id", "timestamp", "event_type"):
+        assert f"CREATE INDEX idx_event_log_{column} ON event_log ({column})" in indexed
+    table = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'event_log'").fetchone()[0]
+    assert "UNIQUE (stream_id, stream_version)" in table and "id TEXT NOT NULL UNIQUE" in table
+    raw.close()
 
 
-def test_sql_looking_ids_are_stored_verbatim(path: str) -> None:
-    hostile = "t1'; DROP TABLE event_log; --"
-    with SQLiteEventStore(path) as store:
-        store.append([BidSubmitted(source="x", task_id=hostile, agent_id='a" OR 1=1', data={"bid_sats": 1})])
-        (found,) = store.read_task(hostile)
-        assert found.event.task_id == hostile and found.event.agent_id == 'a" OR 1=1'
+def test_a_writer_that_holds_the_lock_too_long_gives_a_clear_error(path: str) -> None:
+    with SQLiteStore(path) as holder, SQLiteStore(path, busy_timeout=0.2) as impatient:
+        with holder.transaction():
+            holder.append(rows(ev(_T.TASK_CREATED, "t1")))
+            with pytest.raises(StoreError, match=r"locked by another writer for 0\.2s"):
+                impatient.append(rows(ev(_T.TASK_CREATED, "t2")))
+        assert impatient.append(rows(ev(_T.TASK_CREATED, "t3"))) == [2]
 
 
-@pytest.mark.parametrize(
-    ("column", "value", "reason"),
-    [("data", "{not json", "unexpected character"), ("event_type", "task.exploded", "task.exploded"),
-     ("data", '{"bid_sats": -5}', "bid_sats"), ("data", "[1, 2]", "not an object")],
-)
-def test_a_corrupt_row_raises_corrupt_event_naming_its_seq(path: str, column: str, value: str,
-                                                            reason: str) -> None:
-    with SQLiteEventStore(path) as store:
-        store.append([BidSubmitted(source="x", task_id="t", agent_id="a", data={"bid_sats": 1})])
+def test_a_row_whose_payload_is_not_json_raises_corrupt_event_naming_its_position(
+        path: str) -> None:
+    # Only SQLite can hold such a row (PostgreSQL's json column refuses it).
+    with SQLiteStore(path) as store:
+        store.append(rows(ev(_T.SYSTEM_INFO), ev(_T.SYSTEM_INFO)))
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("DROP TRIGGER event_log_no_update")  # someone tampering behind swarmlog's back
-    raw.execute(f"UPDATE event_log SET {column} = ?", (value,))
+    raw.execute("UPDATE event_log SET data = '{not json' WHERE seq = 2")
     raw.close()
-    with SQLiteEventStore(path) as store, pytest.raises(CorruptEvent) as raised:
-        list(store.read())
-    assert raised.value.seq == 1 and reason in str(raised.value).lower()
-
-
-def test_a_database_of_the_seed_adr017_schema_is_upgraded_on_open(path: str) -> None:
-    raw = sqlite3.connect(path)
-    raw.execute("""CREATE TABLE event_log (id TEXT PRIMARY KEY, event_type TEXT NOT NULL,
-                   source TEXT NOT NULL, task_id TEXT, agent_id TEXT, data TEXT,
-                   timestamp TEXT NOT NULL)""")
-    rows = [("e2", "bid.submitted", "coordinator", "t1", "a1", json.dumps({"bid_sats": 30}),
-             "2026-01-01T00:00:02+00:00"),
-            ("e1", "task.created", "coordinator", "t1", None, None, "2026-01-01T00:00:01+00:00"),
-            ("e3", "agent.joined", "coordinator", None, "a1", '{"name": "Ann"}',
-             "2026-01-01T00:00:03+00:00")]
-    raw.executemany("INSERT INTO event_log VALUES (?,?,?,?,?,?,?)", rows)
-    raw.commit()
-    raw.close()
-    with SQLiteEventStore(path) as store:
-        got = [(r.position, r.event.id, r.stream_id, r.stream_version) for r in store.read()]
-        assert got == [(1, "e1", "task-t1", 1), (2, "e2", "task-t1", 2), (3, "e3", "agent-a1", 1)]
-        assert store.stream_version("task-t1") == 2
-        assert store.append([TaskCreated(source="x", task_id="t2")]) == [4]
-        _, joined = store.read_agent("a1")
-        assert joined.event.event_type is EventType.AGENT_JOINED and joined.event.data.name == "Ann"
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-
-
-def test_a_database_from_a_newer_swarmlog_is_refused(path: str) -> None:
-    SQLiteEventStore(path).close()
-    raw = sqlite3.connect(path)
-    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    raw.close()
-    with pytest.raises(StoreError, match="newer than this swarmlog"):
-        SQLiteEventStore(path)
+    with SQLiteStore(path) as store:
+        _, broken = store.read()
+        with pytest.raises(CorruptEvent) as raised:
+            _ = broken.event
+    assert raised.value.seq == 2 and "unexpected character" in str(raised.value).lower()
 
 
 def test_a_file_that_is_not_sqlite_gives_a_clear_error(tmp_path: Path) -> None:
     bogus = tmp_path / "notes.db"
     bogus.write_text("these are my notes, not a database\n" * 100)
-    with pytest.raises(StoreError, match="not a database"):
-        SQLiteEventStore(str(bogus))
+    with pytest.raises(StoreError, match=r"not a database.*is .*notes\.db a swarmlog SQLite file"):
+        SQLiteStore(str(bogus))
 
 
 def test_opening_without_create_needs_an_existing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
     with pytest.raises(StoreError, match="no swarmlog database"):
-        SQLiteEventStore(str(tmp_path / "missing.db"), create=False)
+        SQLiteStore(str(missing), create=False)
+    assert not missing.exists()
 
 
-def test_the_log_is_in_wal_mode_with_the_adr_indexes(path: str) -> None:
-    SQLiteEventStore(path).close()
+def test_a_database_from_a_newer_swarmlog_is_refused(path: str) -> None:
+    SQLiteStore(path).close()
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    indexed = {row[4] for row in raw.execute("SELECT * FROM sqlite_master WHERE type = 'index'")
-               if row[4]}
-    for column in ("task_id", "agent_id", "timestamp", "event_type"):
-        assert any(f"({column})" in sql for sql in indexed), column
+    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.close()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer than"):
+        SQLiteStore(path)
 
 
-def _plan(store: SQLiteEventStore, call: Callable[[], object]) -> str:
-    """The query plan of the last event_log query `call` ran."""
+# -- older databases, upgraded on open -------------------------------------------------------------
+
+
+def _seed_database(path: str) -> None:
+    """A database as the seed's ADR 017 module wrote it (rows in insertion order, not time)."""
+    raw = sqlite3.connect(path)
+    raw.execute("""CREATE TABLE event_log (id TEXT PRIMARY KEY, event_type TEXT NOT NULL,
+                   source TEXT NOT NULL, task_id TEXT, agent_id TEXT, data TEXT,
+                   timestamp TEXT NOT NULL)""")
+    raw.executemany("INSERT INTO event_log VALUES (?,?,?,?,?,?,?)", [
+        ("e2", "bid.submitted", "coordinator", "t1", "a1", json.dumps({"bid_sats": 30}),
+         "2026-01-01T00:00:02+00:00"),
+        ("e1", "task.created", "coordinator", "t1", None, None, "2026-01-01T00:00:01+00:00"),
+        ("e3", "agent.joined", "coordinator", None, "a1", '{"name": "Ann"}',
+         "2026-01-01T00:00:03+00:00"),
+        ("e4", "bid.submitted", "coordinator", "t1", "a2", json.dumps({"bid_sats": -5}),
+         "2026-01-01T00:00:04.000000+00:00"),
+        ("e5", "task.exploded", "coordinator", "t2", None, None, "2026-01-01T00:00:05.000000+00:00"),
+        ("e6", "system.info", "cron", None, None, json.dumps([1, 2]),
+         "2026-01-01T00:00:06.000000+00:00"),
+    ])
+    raw.commit()
+    raw.close()
+
+
+def test_a_database_of_the_seed_adr017_schema_is_upgraded_on_open(path: str) -> None:
+    _seed_database(path)
+    with SQLiteStore(path) as store:
+        found = list(store.read())
+        assert [(r.position, r.id, r.stream_id, r.stream_version) for r in found] == [
+            (1, "e1", "task-t1", 1), (2, "e2", "task-t1", 2), (3, "e3", "agent-a1", 1),
+            (4, "e4", "task-t1", 3), (5, "e5", "task-t2", 1), (6, "e6", "system", 1)]
+        # 0005: each seed row was validated once: folds trust the conforming ones.
+        assert [r.conforms for r in found] == [True, True, True, False, False, False]
+        assert all(r.checksum is None and r.schema_version == 1 for r in found)
+        joined = found[2].event
+        assert joined.event_type is _T.AGENT_JOINED and joined.data.model_dump()["name"] == "Ann"
+        assert found[2].data == '{"name": "Ann"}'  # the seed's own spelling, kept
+        assert store.stream_versions(["task-t1", "agent-a1"]) == {"task-t1": 3, "agent-a1": 1}
+        assert store.append(rows(ev(_T.TASK_CREATED, "t3"))) == [7]
+        assert store.append(rows(ev(_T.BID_SUBMITTED, "t1", "a1", bid_sats=1)),
+                            expected={"task-t1": 3}) == [8]
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        raw.execute("UPDATE event_log SET source = 'forged'")  # the guard is back after 0005
+    raw.close()
+
+
+def test_opening_an_upgraded_database_again_changes_nothing(path: str) -> None:
+    _seed_database(path)
+    with SQLiteStore(path) as store:
+        first = list(store.read())
+    with SQLiteStore(path) as store:
+        assert list(store.read()) == first
+    raw = sqlite3.connect(path)
+    applied = [name for (name,) in raw.execute("SELECT name FROM _sqlite_migrations")]
+    assert applied == [m.name for m in migrations._migrations]
+    raw.close()
+
+
+def test_a_version_4_database_marks_each_row_conforming_or_not_on_upgrade(path: str) -> None:
+    migrations.apply(Database(path), stop_before="0005_conformance")
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA user_version = 4")
+    ours, valid, invalid, altered = (
+        encode(ev(_T.TASK_CREATED, "t1")),
+        encode(ev(_T.TASK_BIDDING, "t1", window_seconds=30.0))._replace(checksum=None),
+        encode(ev(_T.BID_SUBMITTED, "t1", "a1", bid_sats=3))._replace(
+            data='{"bid_sats": "lots"}', checksum=None),
+        encode(ev(_T.BID_SUBMITTED, "t1", "a2", bid_sats=3))._replace(data='{"bid_sats": -1}'))
+    for version, r in enumerate([ours, valid, invalid, altered], start=1):
+        raw.execute("INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, "
+                    "timestamp, stream_id, stream_version, schema_version, checksum) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?)", (r.id, r.event_type, r.source, r.task_id,
+                                                r.agent_id, r.data, r.timestamp, r.stream_id,
+                                                version, r.schema_version, r.checksum))
+    raw.execute("INSERT INTO streams VALUES ('task-t1', 4)")
+    raw.close()
+    with SQLiteStore(path) as store:
+        found = list(store.read())
+        # swarmlog's row by its checksum; another client's (no checksum) and an altered one
+        # (checksum of other fields) validated.
+        assert [r.conforms for r in found] == [True, True, False, False]
+        assert [r.id for r in found] == [ours.id, valid.id, invalid.id, altered.id]
+        assert found[0] == ours._replace(position=1, stream_version=1)
+        assert store.append(rows(ev(_T.TASK_STARTED, "t1")), expected={"task-t1": 4}) == [5]
+
+
+# -- query plans -----------------------------------------------------------------------------------
+
+
+def _plans(store: SQLiteStore, call: Callable[[], object]) -> list[str]:
+    """The query plan of each event_log statement `call` ran, as one line each."""
     seen: list[str] = []
     store._conn.set_trace_callback(seen.append)
     try:
         call()
     finally:
         store._conn.set_trace_callback(None)
-    sql = [s for s in seen if "FROM event_log" in s][-1]
-    return " | ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql))
+    return [" | ".join(row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in seen if "FROM event_log" in sql]
 
 
-@pytest.mark.parametrize(
-    ("filters", "index"),
-    [({"task_id": "t1", "event_type": EventType.BID_SUBMITTED}, "idx_event_log_task_id"),
-     ({"agent_id": "a1", "since": T_HOUR}, "idx_event_log_agent_id"),
-     ({"since": T_HOUR}, "idx_event_log_timestamp"),
-     ({"since": T_HOUR, "until": T_HOUR, "event_type": EventType.BID_SUBMITTED, "limit": 5},
-      "idx_event_log_timestamp"),
-     ({"event_type": EventType.TASK_FAILED, "limit": 10}, "idx_event_log_event_type")],
-)
-def test_every_query_walks_the_index_of_its_most_selective_filter(path: str, filters: dict,  # type: ignore[type-arg]
-                                                                   index: str) -> None:
-    with SQLiteEventStore(path) as store:
-        plan = _plan(store, lambda: store.query(**filters))
-        assert index in plan and "SCAN event_log" not in plan.replace(f"USING INDEX {index}", "")
+@pytest.fixture
+def planned(path: str) -> SQLiteStore:
+    store = SQLiteStore(path)
+    store.append(rows(*(ev(_T.BID_SUBMITTED, f"t{n % 3}", f"a{n % 2}", minute=n * 10, bid_sats=n)
+                        for n in range(30))))
+    return store
 
 
-def test_time_ranges_use_the_timestamp_index_and_the_prune_cut_sorts_nothing(path: str) -> None:
-    with SQLiteEventStore(path) as store:
-        assert "idx_event_log_timestamp" in _plan(store, lambda: list(store.read_range(T_HOUR)))
-        # The cut walks the log from its start and stops at the first young event: no sort.
-        assert "TEMP B-TREE" not in _plan(store, lambda: store.prefix_end(T_HOUR))
+@pytest.mark.parametrize(("where", "options", "index"), [
+    (EventFilter(task_id="t1", types=frozenset({"bid.submitted"})), {}, "idx_event_log_task_id"),
+    (EventFilter(task_id="t1", agent_id="a1", source="test", since=EPOCH),
+     {"newest_first": True}, "idx_event_log_task_id"),
+    (EventFilter(agent_id="a1", since=HOUR), {}, "idx_event_log_agent_id"),
+    (EventFilter(since=HOUR), {}, "idx_event_log_timestamp"),
+    (EventFilter(since=EPOCH, until=HOUR, types=frozenset({"bid.submitted"})),
+     {"limit": 5, "newest_first": True}, "idx_event_log_timestamp"),
+    (EventFilter(types=frozenset({"task.failed"})), {"limit": 10, "newest_first": True},
+     "idx_event_log_event_type"),
+], ids=["task", "task and the rest", "agent", "since", "time range", "one type"])
+def test_every_query_walks_the_index_of_its_most_selective_filter(
+        planned: SQLiteStore, where: EventFilter, options: dict[str, Any], index: str) -> None:
+    plans = _plans(planned, lambda: list(planned.query(where, **options)))
+    assert any(f"INDEX {index} (" in plan for plan in plans), plans
+    others = [ix for ix in ("task_id", "agent_id", "timestamp", "event_type")
+              if f"idx_event_log_{ix}" != index]
+    for plan in plans:  # no other index, no scan of the table, no sort
+        assert not any(f"idx_event_log_{ix}" in plan for ix in others), plans
+        assert "SCAN event_log" not in plan and "TEMP B-TREE" not in plan, plans
+
+
+@pytest.mark.parametrize("where", [EVERYTHING, EventFilter(types=frozenset({"bid.submitted",
+                                                                            "task.failed"}))],
+                         ids=["everything", "several types"])
+@pytest.mark.parametrize("newest_first", [False, True], ids=["oldest first", "newest first"])
+def test_a_query_without_a_selective_filter_walks_the_log_in_position_order(
+        planned: SQLiteStore, where: EventFilter, newest_first: bool) -> None:
+    (plan,) = _plans(planned, lambda: list(planned.query(where, limit=5,
+                                                         newest_first=newest_first)))
+    assert plan == "SEARCH event_log USING INTEGER PRIMARY KEY (rowid>?)"
+
+
+def test_counting_by_type_in_a_time_range_walks_the_timestamp_index(planned: SQLiteStore) -> None:
+    (plan,) = _plans(planned, lambda: planned.count_by_type(since=HOUR))
+    assert "USING INDEX idx_event_log_timestamp (timestamp>?)" in plan
+    (plan,) = _plans(planned, lambda: planned.count_by_type(HOUR, HOUR + timedelta(hours=1)))
+    assert "USING INDEX idx_event_log_timestamp (timestamp>? AND timestamp<?)" in plan
+
+
+def test_the_prune_cut_costs_the_old_prefix_not_the_young_log(path: str) -> None:
+    with SQLiteStore(path) as store:
+        store.append(rows(*(ev(_T.SYSTEM_INFO, minute=n) for n in range(20_000))))
+        steps = 0
+
+        def step() -> int:
+            nonlocal steps
+            steps += 1
+            return 0
+
+        store._conn.set_progress_handler(step, 100)
+        assert prefix_end(store, EPOCH + timedelta(minutes=10)) == 10
+        store._conn.set_progress_handler(None, 0)
+    assert steps < 20, f"{steps * 100} SQLite instructions to find a cut after 10 rows"

@@ -1,34 +1,30 @@
-"""The coordinator: Given past events, When a command, Then the events it appends (or a refusal
-that appends nothing). A stateful property test compares it with a simple model; two processes
-race on one auction and exactly one wins."""
+"""The coordinator shell over a real store: Given past commands, When a command, Then the events
+it appends (or a refusal that appends nothing). Every append expects each stream its decision
+read, so coordinators racing on one store, in one process or in several, on SQLite or on
+PostgreSQL, never assign one task twice nor one agent to two open tasks. A stateful property
+test compares the coordinator with a simple model."""
 
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from domain.errors import ConcurrencyError, InvalidEvent, InvalidTransition
-from domain.lifecycle import AgentPresence, TaskStatus
-from projections.agents import AgentView
-from projections.tasks import TaskView, get_task
-from store.memory import MemoryEventStore
-from swarm.commands import (
+from domain.agent import Presence
+from domain.codec import StoredEvent
+from domain.commands import (
     CallTool,
     CloseBidding,
     Command,
     CompleteTask,
-    Facts,
     FailTask,
     FinishTool,
     PostTask,
@@ -36,13 +32,20 @@ from swarm.commands import (
     RemoveAgent,
     StartTask,
     SubmitBid,
-    decide,
 )
-from swarm.coordinator import Coordinator
-from swarm.log import EventLog
+from domain.errors import ConcurrencyError, InvalidEvent, InvalidTransition
+from domain.events import AgentStatusChanged, EventType, TaskBiddingOpened
+from domain.task import TaskStatus
+from projections.models import ReadModelsProjection
+from projections.tasks import get_task
+from store import MemoryStore
+from swarmlog.coordinator import Coordinator
+from swarmlog.log import EventLog
+from tests import pg
+from tests.racers import Racers
 
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
-ROOT = Path(__file__).resolve().parents[2]
+_T = EventType
 
 
 def _ticking(start: datetime = T0) -> Callable[[], datetime]:
@@ -52,7 +55,7 @@ def _ticking(start: datetime = T0) -> Callable[[], datetime]:
 
 @pytest.fixture
 def log() -> Iterator[EventLog]:
-    opened = EventLog(MemoryEventStore())
+    opened = EventLog(MemoryStore())
     yield opened
     opened.close()
 
@@ -63,7 +66,7 @@ def coordinator(log: EventLog) -> Coordinator:
 
 
 def _types(log: EventLog, after: int = 0) -> list[str]:
-    return [r.event.event_type.value for r in log.store.read(after=after)]  # type: ignore[attr-defined]
+    return [r.event_type for r in log.read(after=after)]
 
 
 def _swarm(c: Coordinator, *agents: str, caps: tuple[str, ...] = ("python",)) -> None:
@@ -90,25 +93,36 @@ def test_post_task_creates_it_then_opens_bidding_and_returns_its_id(
     task = get_task(log.tasks, task_id)
     assert task is not None and task.status is TaskStatus.BIDDING
     assert task.description == "summarise the logs"
-    bidding = list(log.store.read())[1].event
-    assert bidding.data.window_seconds == 45  # type: ignore[attr-defined]
+    bidding = list(log.read())[1].event
+    assert isinstance(bidding, TaskBiddingOpened) and bidding.data.window_seconds == 45
 
 
 def test_a_task_runs_from_auction_to_completion_and_pays_its_agent(
         coordinator: Coordinator, log: EventLog) -> None:
     _running(coordinator)
     call = coordinator.record_tool_call("a1", "web_search", {"q": "x"}, task_id="t1")
-    coordinator.record_tool_result("a1", call, tool="web_search", duration_ms=12.5, result={"n": 3},
-                                   task_id="t1")
+    coordinator.record_tool_result("a1", call, tool="web_search", duration_ms=12.5, result={"n": 3})
     coordinator.complete_task("t1", {"pages": 4})
     assert _types(log) == ["agent.joined", "task.created", "task.bidding", "bid.submitted",
-                           "auction.closed", "task.assigned", "task.started", "tool.called",
-                           "tool.completed", "task.completed"]
+                           "auction.closed", "task.assigned", "agent.status_changed",
+                           "task.started", "tool.called", "tool.completed", "task.completed",
+                           "agent.status_changed"]
     task, agent = log.tasks.tasks["t1"], log.agents.agents["a1"]
     assert (task.status, task.agent_id, task.winning_bid, task.tool_calls) == (
         TaskStatus.COMPLETED, "a1", 100, 1)
     assert (agent.current_task, agent.tasks_completed, agent.sats_earned) == (None, 1, 100)
     assert log.tasks.anomaly_count == log.agents.anomaly_count == 0
+
+
+def test_a_tool_result_goes_to_the_stream_of_its_call(coordinator: Coordinator, log: EventLog) -> None:
+    _running(coordinator)
+    for_task = coordinator.record_tool_call("a1", "grep", task_id="t1")
+    own = coordinator.record_tool_call("a1", "grep")
+    head = log.store.head()
+    coordinator.record_tool_result("a1", for_task, tool="grep", duration_ms=1.0)
+    coordinator.record_tool_result("a1", own, tool="grep", duration_ms=1.0, error="boom")
+    assert [(r.event_type, r.stream_id) for r in log.read(after=head)] == [
+        ("tool.completed", "task-t1"), ("tool.failed", "agent-a1")]
 
 
 def test_lowest_bid_wins_ties_by_time(coordinator: Coordinator, log: EventLog) -> None:
@@ -118,10 +132,23 @@ def test_lowest_bid_wins_ties_by_time(coordinator: Coordinator, log: EventLog) -
         coordinator.submit_bid("t1", agent_id, sats)
     head = log.store.head()
     assert coordinator.close_bidding("t1") == "a2"  # 200, and earlier than a3's 200
-    closed, assigned = (r.event for r in log.store.read(after=head))
-    assert closed.data.model_dump(exclude_unset=True) == {  # type: ignore[attr-defined]
+    closed, assigned, claimed = (r.event for r in log.read(after=head))
+    assert closed.data.model_dump(exclude_unset=True) == {
         "winner": "a2", "winning_bid": 200, "bid_count": 4}
-    assert (assigned.agent_id, assigned.data.bid_sats) == ("a2", 200)  # type: ignore[attr-defined]
+    assert (assigned.event_type, assigned.agent_id) == (_T.TASK_ASSIGNED, "a2")
+    assert assigned.data.model_dump() == {"bid_sats": 200}
+    assert isinstance(claimed, AgentStatusChanged) and claimed.stream_id == "agent-a2"
+    assert claimed.data.model_dump(exclude_unset=True) == {"status": "busy", "task": "t1"}
+
+
+def test_the_winner_is_claimed_in_its_own_stream_and_released_when_its_task_ends(
+        coordinator: Coordinator, log: EventLog) -> None:
+    _running(coordinator, "t1", "a1")
+    coordinator.fail_task("t1", "flaky")
+    statuses = [(r.event.data.model_dump(exclude_unset=True), r.stream_version)
+                for r in log.read() if r.event_type == "agent.status_changed"]
+    assert statuses == [({"status": "busy", "task": "t1"}, 2), ({"status": "idle", "task": "t1"}, 3)]
+    assert log.agents.agents["a1"].status == "idle"
 
 
 def test_no_bids_fails_the_task(coordinator: Coordinator, log: EventLog) -> None:
@@ -151,11 +178,11 @@ def test_an_agent_leaving_fails_its_task_in_the_same_call(coordinator: Coordinat
     _running(coordinator)
     head = log.store.head()
     events = coordinator.remove_agent("a1", "crashed")
-    assert [e.event_type.value for e in events] == ["agent.left", "task.failed"]  # type: ignore[attr-defined]
+    assert [e.event_type.value for e in events] == ["agent.left", "task.failed"]
     assert _types(log, head) == ["agent.left", "task.failed"]
     task, agent = log.tasks.tasks["t1"], log.agents.agents["a1"]
     assert (task.status, task.failure_reason) == (TaskStatus.FAILED, "crashed")
-    assert (agent.presence, agent.current_task, agent.tasks_failed) == (AgentPresence.OFFLINE, None, 1)
+    assert (agent.presence, agent.current_task, agent.tasks_failed) == (Presence.OFFLINE, None, 1)
 
 
 def test_an_agent_leaving_while_assigned_fails_that_task_too(coordinator: Coordinator, log: EventLog) -> None:
@@ -182,8 +209,43 @@ def test_harmless_repeats_append_nothing(coordinator: Coordinator, log: EventLog
 def test_commands_carry_the_given_time_and_source(log: EventLog) -> None:
     at = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
     Coordinator(log, source="swarm-7").register_agent("a1", "Ada", ["sql"], at=at)
-    event = next(log.store.read()).event
+    event = next(log.read()).event
     assert (event.timestamp, event.source) == (at, "swarm-7")
+
+
+def test_ids_come_from_the_coordinators_id_source(log: EventLog) -> None:
+    numbers = itertools.count(1)
+    c = Coordinator(log, new_id=lambda at: f"id-{next(numbers)}", clock=_ticking())
+    task_id = c.post_task("index the docs")
+    assert task_id == "id-1"
+    assert [r.id for r in log.read()] == ["id-2", "id-3"]
+
+
+# -- a decision ---------------------------------------------------------------------------------
+
+
+def test_a_decision_expects_every_stream_it_read_at_the_version_it_read(
+        coordinator: Coordinator, log: EventLog) -> None:
+    _swarm(coordinator, "a1", "a2", "a3")
+    coordinator.post_task("index the docs", task_id="t1")
+    coordinator.submit_bid("t1", "a1", 5)
+    coordinator.submit_bid("t1", "a2", 4)
+    head = log.store.head()
+    decision = coordinator.prepare(CloseBidding(task_id="t1", at=T0))
+    assert decision.expected == {"task-t1": 4, "agent-a1": 1, "agent-a2": 1}  # not a3: no bid
+    assert [e.event_type.value for e in decision.events] == [
+        "auction.closed", "task.assigned", "agent.status_changed"]
+    assert log.store.head() == head  # deciding appends nothing
+    coordinator.commit(decision)
+    assert log.tasks.tasks["t1"].agent_id == "a2"
+    assert log.store.stream_versions(["task-t1", "agent-a2"]) == {"task-t1": 6, "agent-a2": 2}
+
+
+def test_a_command_on_a_new_stream_expects_it_to_be_new(coordinator: Coordinator) -> None:
+    decision = coordinator.prepare(PostTask(task_id="t1", description="x", at=T0))
+    assert decision.expected == {"task-t1": 0}
+    decision = coordinator.prepare(RegisterAgent(agent_id="a1", name="Ada", at=T0))
+    assert decision.expected == {"agent-a1": 0}
 
 
 # -- refusals -------------------------------------------------------------------------------------
@@ -254,43 +316,24 @@ def test_a_refusal_names_the_task_and_its_status(coordinator: Coordinator) -> No
         coordinator.start_task("t1")
 
 
-# -- the pure core ------------------------------------------------------------------------------
+# -- concurrency in one process -----------------------------------------------------------------
 
 
-def test_decide_is_a_pure_function_of_command_and_facts() -> None:
-    task = TaskView("t1", status=TaskStatus.BIDDING, bids={"a1": 50, "a2": 40, "a3": 40})
-    agents = {a: AgentView(a, presence=AgentPresence.ONLINE, joined_at=T0) for a in ("a1", "a2", "a3")}
-    command = CloseBidding(task_id="t1", at=T0)
-    first, second = decide(command, Facts(task, agents)), decide(command, Facts(task, agents))
-    assert [(e.event_type, e.agent_id, e.data) for e in first] == [  # type: ignore[attr-defined]
-        (e.event_type, e.agent_id, e.data) for e in second]  # type: ignore[attr-defined]
-    assert first[-1].agent_id == "a2" and all(e.timestamp == T0 for e in first)
-
-
-def test_decide_refuses_work_from_a_terminal_task() -> None:
-    done = TaskView("t1", status=TaskStatus.COMPLETED, agent_id="a1")
-    for command in (StartTask(task_id="t1", at=T0), CompleteTask(task_id="t1", at=T0),
-                    FailTask(task_id="t1", reason="x", at=T0), CloseBidding(task_id="t1", at=T0)):
-        with pytest.raises(InvalidTransition, match="it is completed"):
-            decide(command, Facts(done))
-
-
-# -- concurrency ----------------------------------------------------------------------------------
-
-
-def _auction(path: Path) -> None:
-    """Given (in a file): two agents bid on t1."""
+def _auction(path: Path | str, *tasks: str, bids: Iterable[tuple[str, str, int]] = (),
+             agents: Iterable[str] = ("a1", "a2")) -> None:
+    """Given (in a store): `agents` online, `tasks` open for bidding, these bids."""
     with EventLog(path) as log:
         c = Coordinator(log)
-        _swarm(c, "a1", "a2")
-        c.post_task("index the docs", task_id="t1")
-        c.submit_bid("t1", "a1", 100)
-        c.submit_bid("t1", "a2", 90)
+        _swarm(c, *agents)
+        for task_id in tasks:
+            c.post_task("index the docs", task_id=task_id)
+        for task_id, agent_id, sats in bids:
+            c.submit_bid(task_id, agent_id, sats)
 
 
 def test_two_coordinators_deciding_on_the_same_task_cannot_both_win(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
-    _auction(path)
+    _auction(path, "t1", bids=[("t1", "a1", 100), ("t1", "a2", 90)])
     with EventLog(path) as one, EventLog(path) as two:
         first = Coordinator(one).prepare(CloseBidding(task_id="t1", at=T0))
         second = Coordinator(two).prepare(FailTask(task_id="t1", reason="cancelled", at=T0))
@@ -299,6 +342,20 @@ def test_two_coordinators_deciding_on_the_same_task_cannot_both_win(tmp_path: Pa
             Coordinator(two).commit(second)
         assert one.tasks.tasks["t1"].status is TaskStatus.ASSIGNED
         assert _types(one).count("task.failed") == 0
+
+
+def test_two_auctions_closing_at_once_cannot_both_claim_one_idle_agent(tmp_path: Path) -> None:
+    path = tmp_path / "race.db"
+    _auction(path, "t1", "t2", bids=[("t1", "a1", 10), ("t2", "a1", 10), ("t2", "a2", 50)])
+    with EventLog(path) as one, EventLog(path) as two:
+        first = Coordinator(one).prepare(CloseBidding(task_id="t1", at=T0))
+        second = Coordinator(two).prepare(CloseBidding(task_id="t2", at=T0))
+        assert first.events[1].agent_id == second.events[1].agent_id == "a1"  # both want a1
+        Coordinator(one).commit(first)
+        with pytest.raises(ConcurrencyError, match="agent-a1"):  # t2's own stream had not moved
+            Coordinator(two).commit(second)
+        assert Coordinator(two).close_bidding("t2") == "a2"  # decided again: a1 is busy now
+        assert {t: v.agent_id for t, v in two.tasks.tasks.items()} == {"t1": "a1", "t2": "a2"}
 
 
 def test_a_leaving_agent_and_a_completion_race_on_the_task_stream(tmp_path: Path) -> None:
@@ -310,35 +367,145 @@ def test_a_leaving_agent_and_a_completion_race_on_the_task_stream(tmp_path: Path
         Coordinator(log).complete_task("t1")
         with pytest.raises(ConcurrencyError):
             Coordinator(log).commit(leaving)
-        assert _types(log, head) == ["task.completed"]  # the agent.left was not kept either
+        # the agent.left was not kept either
+        assert _types(log, head) == ["task.completed", "agent.status_changed"]
 
 
-def test_two_processes_closing_the_same_auction_exactly_one_wins(tmp_path: Path) -> None:
+def test_a_leaving_agent_and_the_auction_it_wins_race_on_the_agents_stream(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
-    _auction(path)
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
-    racers = [subprocess.Popen([sys.executable, "-m", "tests.e2e.racer", str(path), "t1", name,
-                                str(barrier)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-              for name in ("racer-1", "racer-2")]
-    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in racers)
-    assert [p.returncode for p in racers] == [0, 0]
-    assert [o.split()[0] for o in outcomes] == ["ConcurrencyError", "won"]
+    _auction(path, "t1", bids=[("t1", "a1", 10)])
     with EventLog(path) as log:
-        kinds = _types(log)
-        assert kinds.count("auction.closed") == kinds.count("task.assigned") == 1
-        assigned = [r.event for r in log.store.read() if r.event.event_type.value == "task.assigned"]  # type: ignore[attr-defined]
-        winner_name = next(o.split()[1] for o in outcomes if o.startswith("won"))
-        assert assigned[0].source == winner_name and assigned[0].agent_id == "a2"
+        leaving = Coordinator(log).prepare(RemoveAgent(agent_id="a1", reason="crashed", at=T0))
+        assert [e.event_type.value for e in leaving.events] == ["agent.left"]  # it holds no task
+        assert Coordinator(log).close_bidding("t1") == "a1"
+        with pytest.raises(ConcurrencyError, match="agent-a1"):
+            Coordinator(log).commit(leaving)
+        events = Coordinator(log).remove_agent("a1", "crashed")  # decided again: it holds t1 now
+        assert [e.event_type.value for e in events] == ["agent.left", "task.failed"]
+
+
+# -- concurrency between processes ------------------------------------------------------------
+
+RACERS = 3
+
+
+@pytest.fixture(scope="module")
+def racers() -> Iterator[Racers]:
+    """Racing coordinator processes (see tests/racers.py), started once for this module."""
+    started = Racers(RACERS)
+    yield started
+    started.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """A factory of fresh, empty stores (their locations) on one backend."""
+    if request.param == "sqlite":
+        numbers = itertools.count(1)
+        return lambda: str(tmp_path / f"race-{next(numbers)}.db")
+    request.getfixturevalue("postgres_server")  # a server that cannot start fails the test
+    return pg.create_database
+
+
+def _stored(location: str) -> list[StoredEvent]:
+    with EventLog(location) as log:
+        return list(log.read())
+
+
+def test_two_processes_closing_the_same_auction_exactly_one_wins(
+        racers: Racers, new_store: Callable[[], str], tmp_path: Path) -> None:
+    location = new_store()
+    _auction(location, "t1", bids=[("t1", "a1", 100), ("t1", "a2", 90)])
+    outcomes = racers.run(location, tmp_path, [[["close", "t1"]], [["close", "t1"]]], retries=0)
+    assert sorted(o for (o,) in outcomes.values()) == ["appended", "conflict, gave up"]
+    (winner,) = [name for name, (o,) in outcomes.items() if o == "appended"]
+    assigned = [r for r in _stored(location) if r.event_type == "task.assigned"]
+    assert [(r.source, r.agent_id) for r in assigned] == [(winner, "a2")]
+
+
+def test_two_processes_closing_two_auctions_cannot_both_claim_one_idle_agent(
+        racers: Racers, new_store: Callable[[], str], tmp_path: Path) -> None:
+    location = new_store()
+    _auction(location, "t1", "t2", bids=[("t1", "a1", 10), ("t2", "a1", 10)])
+    outcomes = racers.run(location, tmp_path, [[["close", "t1"]], [["close", "t2"]]], retries=1)
+    # The loser decides again: its only bidder is busy now, so its task fails.
+    assert sorted(o for (o,) in outcomes.values()) == ["appended", "conflict, appended"]
+    with EventLog(location) as log:
+        tasks = sorted((v.status, v.agent_id, v.failure_reason) for v in log.tasks.tasks.values())
+    assert tasks == [(TaskStatus.ASSIGNED, "a1", None),
+                     (TaskStatus.FAILED, None, "no eligible bids (every bidder left or is busy)")]
+
+
+# A race: agents a1..a3 online, tasks t1..t3 open for bidding with drawn bids. Then rounds: in
+# each, every racer decides one command, all at once, and commits, all at once. In the first
+# round the racers close auctions: t1, t2, and a drawn one (t1 first: a race on one task, and
+# on one agent if the bids make it the winner of both); in the others, drawn commands.
+AGENTS = ("a1", "a2", "a3")
+TASKS = ("t1", "t2", "t3")
+_task = st.sampled_from(TASKS)
+_agent = st.sampled_from(AGENTS)
+commands = st.one_of(
+    st.tuples(st.just("close"), _task),
+    st.tuples(st.sampled_from(["start", "complete", "fail"]), _task),
+    st.tuples(st.sampled_from(["remove", "register"]), _agent),
+    st.tuples(st.just("bid"), _task, _agent, st.integers(0, 2)),
+).map(list)
+auctions = st.fixed_dictionaries(
+    {t: st.dictionaries(_agent, st.integers(0, 2), min_size=1) for t in TASKS})
+schedules = st.tuples(
+    _task, st.lists(st.lists(commands, min_size=RACERS, max_size=RACERS), max_size=2),
+).map(lambda drawn: [[["close", "t1"], ["close", "t2"], ["close", drawn[0]]], *drawn[1]])
+
+
+def _check_the_log(rows: list[StoredEvent]) -> None:
+    """Replay the stored log: no task is assigned twice, no agent is assigned a task while it
+    holds another open one, and the whole log is a lifecycle the deciders accept."""
+    assigned: set[str] = set()
+    holding: dict[str, str] = {}  # agent -> the open task it was assigned
+    for row in rows:
+        task_id, agent_id = row.task_id, row.agent_id
+        if row.event_type == "task.assigned":
+            assert task_id is not None and agent_id is not None
+            assert task_id not in assigned, f"{task_id} assigned twice (position {row.position})"
+            assert agent_id not in holding, (
+                f"{agent_id} assigned {task_id} while holding {holding[agent_id]} "
+                f"(position {row.position})")
+            assigned.add(task_id)
+            holding[agent_id] = task_id
+        elif row.event_type in ("task.completed", "task.failed"):
+            holding = {a: t for a, t in holding.items() if t != task_id}
+    projection = ReadModelsProjection(plain=True)
+    models = projection.fold_rows(projection.initial(), rows)
+    assert models.tasks.anomaly_count == models.agents.anomaly_count == 0, (
+        models.tasks.anomalies, models.agents.anomalies)
+
+
+@settings(max_examples=6, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(auctions=auctions, schedule=schedules)
+def test_racing_coordinator_processes_never_assign_one_agent_twice_nor_one_task_twice(
+        racers: Racers, new_store: Callable[[], str], tmp_path: Path,
+        auctions: dict[str, dict[str, int]], schedule: list[list[list[Any]]]) -> None:
+    # (`new_store` makes a fresh store for each example: fixtures are shared between examples.)
+    location = new_store()
+    _auction(location, *TASKS, agents=AGENTS,
+             bids=[(t, a, s) for t, offers in auctions.items() for a, s in offers.items()])
+    setup = len(_stored(location))
+    outcomes = racers.run(location, tmp_path, [list(spec) for spec in zip(*schedule, strict=True)])
+    for outcome in itertools.chain(*outcomes.values()):
+        event(outcome)
+    rows = _stored(location)
+    _check_the_log(rows)
+    writers = {r.source for r in rows if r.position > setup}
+    assert writers == {name for name, theirs in outcomes.items()
+                       if any(o.endswith("appended") for o in theirs)}
 
 
 # -- a stateful property test against a simple model ----------------------------------------------
 
-AGENTS = ("a1", "a2", "a3")
-TASKS = ("t1", "t2", "t3", "t4")
 CALLS = ("c1", "c2")
 CAPS = ("x", "y")
 OPEN = {"bidding", "assigned", "running"}
+MODEL_TASKS = ("t1", "t2", "t3", "t4")
 
 
 @dataclass
@@ -362,12 +529,12 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.log = EventLog(MemoryEventStore())
+        self.log = EventLog(MemoryStore())
         self.coordinator = Coordinator(self.log)
         self.clock = T0
         self.agents: dict[str, _Agent] = {}
         self.tasks: dict[str, _Task] = {}
-        self.calls: dict[str, str] = {}
+        self.calls: set[tuple[str, str]] = set()  # open (agent, call id): call ids are per agent
 
     def teardown(self) -> None:
         self.log.close()
@@ -392,10 +559,15 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
         agent = self.agents.get(agent_id)
         return agent is not None and agent.online
 
-    def _end(self, task: _Task, status: str) -> None:
+    def _end(self, task: _Task, status: str) -> list[str]:
+        """The task ends; the events that free its agent, if it is online."""
+        freed = []
         if task.agent is not None and task.status in ("assigned", "running"):
             self.agents[task.agent].task = None
+            if self.agents[task.agent].online:
+                freed = ["agent.status_changed"]
         task.status = status
+        return freed
 
     @initialize(caps=st.lists(st.sets(st.sampled_from(CAPS)), min_size=len(AGENTS), max_size=len(AGENTS)))
     def a_swarm_with_work(self, caps: list[set[str]]) -> None:
@@ -407,12 +579,11 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
     def register(self, agent_id: str, caps: set[str]) -> None:
         wanted = tuple(sorted(caps))
         agent = self.agents.get(agent_id)
+        command = RegisterAgent(agent_id=agent_id, name=agent_id, capabilities=wanted, at=self._at())
         if agent is not None and agent.online:
-            self._expect(RegisterAgent(agent_id=agent_id, name=agent_id, capabilities=wanted,
-                                       at=self._at()), [] if agent.caps == wanted else None)
+            self._expect(command, [] if agent.caps == wanted else None)
             return
-        self._expect(RegisterAgent(agent_id=agent_id, name=agent_id, capabilities=wanted, at=self._at()),
-                     ["agent.joined"])
+        self._expect(command, ["agent.joined"])
         self.agents[agent_id] = _Agent(True, wanted)
 
     @rule(agent_id=st.sampled_from(AGENTS))
@@ -425,11 +596,12 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
             self._expect(command, [])
         else:
             self._expect(command, ["agent.left"] + (["task.failed"] if agent.task else []))
+            agent.online = False
             if agent.task:
                 self._end(self.tasks[agent.task], "failed")
-            agent.online = False
+            self.calls = {(a, c) for a, c in self.calls if a != agent_id}  # its calls end with it
 
-    @rule(task_id=st.sampled_from(TASKS), caps=st.sets(st.sampled_from(CAPS), max_size=1))
+    @rule(task_id=st.sampled_from(MODEL_TASKS), caps=st.sets(st.sampled_from(CAPS), max_size=1))
     def post(self, task_id: str, caps: set[str]) -> None:
         command = PostTask(task_id=task_id, description="do it", required_capabilities=tuple(caps),
                            at=self._at())
@@ -439,7 +611,7 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
             self._expect(command, ["task.created", "task.bidding"])
             self.tasks[task_id] = _Task(tuple(caps))
 
-    @rule(task_id=st.sampled_from(TASKS), agent_id=st.sampled_from(AGENTS), sats=st.integers(0, 3))
+    @rule(task_id=st.sampled_from(MODEL_TASKS), agent_id=st.sampled_from(AGENTS), sats=st.integers(0, 3))
     def bid(self, task_id: str, agent_id: str, sats: int) -> None:
         command = SubmitBid(task_id=task_id, agent_id=agent_id, bid_sats=sats, at=self._at())
         task = self.tasks.get(task_id)
@@ -452,7 +624,7 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
             self._expect(command, ["bid.submitted"])
             task.bids[agent_id] = sats
 
-    @rule(task_id=st.sampled_from(TASKS))
+    @rule(task_id=st.sampled_from(MODEL_TASKS))
     def close(self, task_id: str) -> None:
         command = CloseBidding(task_id=task_id, at=self._at())
         task = self.tasks.get(task_id)
@@ -465,12 +637,12 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
             self._expect(command, ["auction.closed", "task.failed"])
             task.status = "failed"
             return
-        self._expect(command, ["auction.closed", "task.assigned"])
+        self._expect(command, ["auction.closed", "task.assigned", "agent.status_changed"])
         winner = min(eligible)[2]
         task.status, task.agent = "assigned", winner
         self.agents[winner].task = task_id
 
-    @rule(task_id=st.sampled_from(TASKS))
+    @rule(task_id=st.sampled_from(MODEL_TASKS))
     def start(self, task_id: str) -> None:
         task = self.tasks.get(task_id)
         ok = task is not None and task.status == "assigned"
@@ -478,41 +650,45 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
         if ok:
             self.tasks[task_id].status = "running"
 
-    @rule(task_id=st.sampled_from(TASKS))
+    @rule(task_id=st.sampled_from(MODEL_TASKS))
     def complete(self, task_id: str) -> None:
         task = self.tasks.get(task_id)
-        ok = task is not None and task.status == "running"
-        self._expect(CompleteTask(task_id=task_id, at=self._at()), ["task.completed"] if ok else None)
-        if task is not None and ok:
-            self._end(task, "completed")
+        command = CompleteTask(task_id=task_id, at=self._at())
+        if task is None or task.status != "running":
+            self._expect(command, None)
+            return
+        freed = self._end(task, "completed")
+        self._expect(command, ["task.completed", *freed])
 
-    @rule(task_id=st.sampled_from(TASKS))
+    @rule(task_id=st.sampled_from(MODEL_TASKS))
     def fail(self, task_id: str) -> None:
         task = self.tasks.get(task_id)
-        ok = task is not None and task.status in OPEN
-        self._expect(FailTask(task_id=task_id, reason="no", at=self._at()), ["task.failed"] if ok else None)
-        if task is not None and ok:
-            self._end(task, "failed")
+        command = FailTask(task_id=task_id, reason="no", at=self._at())
+        if task is None or task.status not in OPEN:
+            self._expect(command, None)
+            return
+        freed = self._end(task, "failed")
+        self._expect(command, ["task.failed", *freed])
 
     @rule(agent_id=st.sampled_from(AGENTS), call_id=st.sampled_from(CALLS),
-          task_id=st.none() | st.sampled_from(TASKS))
+          task_id=st.none() | st.sampled_from(MODEL_TASKS))
     def call_tool(self, agent_id: str, call_id: str, task_id: str | None) -> None:
         task = None if task_id is None else self.tasks.get(task_id)
-        ok = self._online(agent_id) and call_id not in self.calls and (
+        ok = self._online(agent_id) and (agent_id, call_id) not in self.calls and (
             task_id is None or (task is not None and task.status == "running" and task.agent == agent_id))
         self._expect(CallTool(agent_id=agent_id, tool="shell", call_id=call_id, task_id=task_id,
                               at=self._at()), ["tool.called"] if ok else None)
         if ok:
-            self.calls[call_id] = agent_id
+            self.calls.add((agent_id, call_id))
 
     @rule(agent_id=st.sampled_from(AGENTS), call_id=st.sampled_from(CALLS), failed=st.booleans())
     def finish_tool(self, agent_id: str, call_id: str, failed: bool) -> None:
-        ok = self._online(agent_id) and self.calls.get(call_id) == agent_id
+        ok = self._online(agent_id) and (agent_id, call_id) in self.calls
         command = FinishTool(agent_id=agent_id, call_id=call_id, tool="shell", duration_ms=3.0,
                              error="boom" if failed else None, at=self._at())
         self._expect(command, [("tool.failed" if failed else "tool.completed")] if ok else None)
         if ok:
-            del self.calls[call_id]
+            self.calls.discard((agent_id, call_id))
 
     # Directed rules: valid moves, so that runs get deep into the lifecycle.
 
@@ -543,8 +719,8 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
     @precondition(lambda self: self.calls)
     @rule(data=st.data(), failed=st.booleans())
     def finish_an_open_call(self, data: st.DataObject, failed: bool) -> None:
-        call_id = data.draw(st.sampled_from(sorted(self.calls)))
-        self.finish_tool(self.calls[call_id], call_id, failed)
+        agent_id, call_id = data.draw(st.sampled_from(sorted(self.calls)))
+        self.finish_tool(agent_id, call_id, failed)
 
     @precondition(lambda self: self._with("running"))
     @rule(data=st.data())
@@ -554,10 +730,11 @@ class CoordinatorAgainstAModel(RuleBasedStateMachine):
     @invariant()
     def read_models_agree_with_the_model(self) -> None:
         tasks, agents = self.log.tasks, self.log.agents
-        assert {t: (v.status.value, v.agent_id) for t, v in tasks.tasks.merged().items()} == {
-            t: (m.status, m.agent) for t, m in self.tasks.items()}
+        assert {t: (v.status and v.status.value, v.agent_id) for t, v in tasks.tasks.merged().items()} \
+            == {t: (m.status, m.agent) for t, m in self.tasks.items()}
         assert {a: (v.online, v.current_task) for a, v in agents.agents.merged().items()} == {
             a: (m.online, m.task) for a, m in self.agents.items()}
+        assert {(a, c) for a, v in agents.agents.merged().items() for c in v.open_calls} == self.calls
         assert tasks.anomaly_count == agents.anomaly_count == 0
 
     @invariant()

@@ -12,8 +12,9 @@ import click
 from domain.errors import SwarmlogError
 from projections.agents import all_agents
 from projections.tasks import all_tasks
-from swarm import render
-from swarm.cli.app import (
+from store import EventFilter
+from swarmlog import render
+from swarmlog.cli.app import (
     cli,
     db_option,
     emit_json,
@@ -26,9 +27,14 @@ from swarm.cli.app import (
     progress,
     summary_data,
 )
-from swarm.demo import DemoConfig, run_demo
-from swarm.jsonl import JsonLines, export_events, import_events
-from swarm.timeparse import DURATION_HELP, MOMENT_HELP, parse_duration
+from swarmlog.demo import DemoConfig, run_demo
+from swarmlog.jsonl import JsonLines, export_rows, import_rows
+from swarmlog.timeparse import DURATION_HELP, MOMENT_HELP, parse_duration
+
+
+def _many(count: int, thing: str) -> str:
+    return f"{count} {thing}{'' if count == 1 else 's'}"
+
 
 # -- maintaining the log --------------------------------------------------------------------------
 
@@ -54,7 +60,8 @@ def verify(as_json: bool) -> None:
         emit_json(data)
     else:
         checked = (f"checked {report.events} events in {report.streams} streams, "
-                   f"{report.snapshots} snapshots, {report.archives} archive segments"
+                   f"{_many(report.snapshots, 'snapshot')}, "
+                   f"{_many(report.archives, 'archive segment')}"
                    + (f" ({report.unchecksummed} events without a checksum, validated only)"
                       if report.unchecksummed else ""))
         click.echo(checked + (": all good" if report.ok else ""))
@@ -92,7 +99,9 @@ def snapshot() -> None:
     """
     log = open_log()
     ids = log.snapshot()
-    click.echo(f"saved {len(ids)} snapshots (ids {', '.join(map(str, ids))}) at position {log.store.head()}")
+    listed = ", ".join(map(str, ids))
+    click.echo(f"saved {len(ids)} snapshot{'s' if len(ids) != 1 else ''} "
+               f"(id{'s' if len(ids) != 1 else ''} {listed}) at position {log.store.head()}")
 
 
 @cli.command()
@@ -124,10 +133,8 @@ def prune(older_than: str | None, before: str | None, archive: str | None, dry_r
     report = open_log().prune(**kwargs)
     data = {"removed": report.removed, "first_position": report.first_position,
             "last_position": report.last_position, "cutoff": report.cutoff,
-            "dry_run": getattr(report, "dry_run", dry_run),
-            "snapshot_ids": list(getattr(report, "snapshot_ids", [])),
-            "archive_path": getattr(report, "archive_path", None),
-            "archive_sha256": getattr(report, "archive_sha256", None)}
+            "dry_run": report.dry_run, "snapshot_ids": list(report.snapshot_ids),
+            "archive_path": report.archive_path, "archive_sha256": report.archive_sha256}
     if as_json:
         emit_json(data)
         return
@@ -157,7 +164,7 @@ def export_(since: str | None, until: str | None, output: Any) -> None:
     """
     start, end = moment(since, "--since"), moment(until, "--until")
     store = open_log().store
-    export_events(store.read_range(since=start, until=end) if start or end else store.read(), output)
+    export_rows(store.query(EventFilter(since=start, until=end)), output)
 
 
 @cli.command("import")
@@ -166,8 +173,9 @@ def export_(since: str | None, until: str | None, output: Any) -> None:
 def import_(path: str) -> None:
     """Append the events of a JSON-lines file (as `swarmlog export` writes), keeping their ids.
 
-    Every line is validated first: one bad line is reported with its line number and nothing is
+    Every line is checked first: one bad line is reported with its line number and nothing is
     stored. Events already in the log (same id) are skipped, so importing twice is harmless.
+    Archive segments (.jsonl.gz) are read as they are.
 
     \b
     Example:
@@ -176,12 +184,14 @@ def import_(path: str) -> None:
     if path != "-" and not Path(path).is_file():
         fail(f"no such file: {path}")
     source = JsonLines(path)
-    count = source.validate()  # before the database is even created
+    source.check()  # before the database is even created
     log = open_log(create=True)
     with progress("importing") as update:
-        report = import_events(log.store, source, validated=count, progress=update)
+        report = import_rows(log.store, source, progress=update)
+    notes = [f"{report.present} were already in the log"] if report.present else []
+    notes += [f"{report.repeated} repeated an earlier line"] if report.repeated else []
     click.echo(f"imported {report.added} events from {source.name}"
-               + (f" ({report.present} were already in the log)" if report.present else ""))
+               + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 # -- the demo -------------------------------------------------------------------------------------

@@ -1,34 +1,27 @@
-"""The coordinator: the imperative shell around `swarm.commands.decide`.
+"""The coordinator: the imperative shell around the swarm's decider (`domain.swarm`).
 
-For each command it reads the version of every stream the command touches, then the caught-up read
-models (in that order, so the facts are at least as new as the versions), decides, and appends with
-those versions as `expected_version` (stream `task-<id>` for task commands, `agent-<id>` for agent
-commands). Two coordinators racing on one task cannot both win: the second append fails with
-`ConcurrencyError` and appends nothing. `prepare` and `commit` are the two halves of `execute`.
-
-Not guarded across streams: two coordinators closing two *different* auctions at once could both
-pick the same idle agent (each checks the agent in its own read models, and only the task streams
-are versioned). One coordinator per swarm, or an agent-stream claim on assignment, avoids it.
+For each command it loads the state of every task and agent the decision reads
+(`domain.swarm.wanted`), reading each one's stream version *before* its state (so the state is
+at least as new as the version), decides, and appends the events in one atomic append that
+expects each of those streams at the version read. If another coordinator appended to any of them
+meanwhile — decided on the same task, or claimed the same agent — the append raises
+`ConcurrencyError` and nothing is appended: two coordinators can never both assign one task, nor
+assign one agent to two tasks (an assignment writes the winner's claim to its own stream).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
-from domain.events import Event, EventType
-from domain.ids import new_event_id, utc_now
-from projections.agents import AgentsState, get_agent
-from projections.tasks import TasksState, get_task
-from store.base import EventStore
-from swarm.commands import (
+from domain.agent import AgentState
+from domain.commands import (
     SOURCE,
     CallTool,
     CloseBidding,
     Command,
     CompleteTask,
-    Facts,
     FailTask,
     FinishTool,
     PostTask,
@@ -37,46 +30,27 @@ from swarm.commands import (
     RemoveAgent,
     StartTask,
     SubmitBid,
-    decide,
 )
+from domain.events import Event, EventType
+from domain.ids import new_event_id, utc_now
+from domain.swarm import Situation, decide, wanted
+from projections.agents import get_agent
+from projections.tasks import get_task
+from swarmlog.log import EventLog
 
-__all__ = ["Coordinator", "Decision", "ReadModels"]
-
-_T = EventType
-
-
-# -- the imperative shell -----------------------------------------------------------------------
-
-
-class ReadModels(Protocol):
-    """What the coordinator needs of an `EventLog`: its store and caught-up read models."""
-
-    @property
-    def store(self) -> EventStore: ...
-
-    @property
-    def tasks(self) -> TasksState: ...
-
-    @property
-    def agents(self) -> AgentsState: ...
+__all__ = ["Coordinator", "Decision"]
 
 
 class Decision(NamedTuple):
-    """The events a command produced, and the version of each stream they go to as read before
-    the facts were (None: append without a version check)."""
+    """The events a command produced, and the version of every stream it read, as read before
+    the states were."""
 
     events: list[Event]
-    expected: dict[str, int | None]
+    expected: dict[str, int]
 
 
-def _named_streams(command: Command) -> set[str]:
-    """The streams whose versions guard a command (task first, else agent)."""
-    if isinstance(command, RecordError):
-        return set()  # a fact about the system: never refused, never raced
-    task_id = getattr(command, "task_id", None)
-    if task_id is not None:
-        return {f"task-{task_id}"}
-    return {f"agent-{command.agent_id}"}  # type: ignore[attr-defined]
+def _streams(task_id: str | None, agent_ids: Iterable[str]) -> set[str]:
+    return ({f"task-{task_id}"} if task_id else set()) | {f"agent-{a}" for a in agent_ids}
 
 
 class Coordinator:
@@ -85,7 +59,7 @@ class Coordinator:
     `at` defaults to now (UTC); `new_id(at)` makes event, task and call ids (default: UUIDv7).
     """
 
-    def __init__(self, log: ReadModels, *, source: str = SOURCE,
+    def __init__(self, log: EventLog, *, source: str = SOURCE,
                  new_id: Callable[[datetime], str] | None = None,
                  clock: Callable[[], datetime] = utc_now) -> None:
         self.log = log
@@ -95,57 +69,37 @@ class Coordinator:
 
     # -- the two halves of every command ------------------------------------------------------
 
-    def facts(self, command: Command) -> Facts:
-        """Copies of the read-model entries `command` names, caught up to the log's head."""
-        tasks, agents = self.log.tasks, self.log.agents
-        task_id = getattr(command, "task_id", None)
-        agent_ids: set[str] = set()
-        if (agent_id := getattr(command, "agent_id", None)) is not None:
-            agent_ids.add(agent_id)
-            if isinstance(command, RemoveAgent):
-                agent = agents.agents.peek(agent_id)
-                task_id = None if agent is None else agent.current_task
-        task = None if task_id is None else get_task(tasks, task_id)
-        if task is not None:
-            if task.agent_id is not None:
-                agent_ids.add(task.agent_id)
-            if isinstance(command, CloseBidding):
-                agent_ids.update(task.bids)
-        views = {a: v for a in agent_ids if (v := get_agent(agents, a)) is not None}
-        owner = None
-        if isinstance(command, CallTool | FinishTool):
-            owner = agents.open_calls.get(command.call_id)
-        return Facts(task, views, owner)
+    def situation(self, command: Command) -> tuple[Situation, dict[str, int]]:
+        """The states `command` reads, caught up to the log's head, and the version of each
+        one's stream as read before them."""
+        seen, loaded = Situation(), None
+        expected: dict[str, int] = {}
+        while True:
+            task_id, agent_ids = wanted(command, seen)
+            streams = _streams(task_id, agent_ids)
+            if (task_id, agent_ids) == loaded and streams <= set(expected):
+                return seen, expected
+            expected.update(self.log.store.stream_versions(streams - set(expected)))
+            loaded = (task_id, agent_ids)
+            tasks, roster = self.log.tasks, self.log.agents  # caught up after the versions
+            task = None if task_id is None else get_task(tasks, task_id)
+            agents: dict[str, AgentState] = {
+                a: found for a in agent_ids if (found := get_agent(roster, a)) is not None}
+            seen = Situation(task, agents)
 
     def prepare(self, command: Command) -> Decision:
         """Decide `command` against the current read models, appending nothing."""
-        store = self.log.store
-        streams = _named_streams(command)
-        while True:
-            expected: dict[str, int | None] = {s: store.stream_version(s) for s in streams}
-            events = decide(command, self.facts(command))
-            touched = {e.stream_id for e in events}
-            if touched <= streams or isinstance(command, RecordError):
-                break
-            streams |= touched  # e.g. the task of a leaving agent: read its version, then decide again
+        situation, expected = self.situation(command)
+        events = decide(command, situation)
         if self._new_id is not None:
             events = [e.model_copy(update={"id": self._new_id(e.timestamp)}) for e in events]
-        return Decision(events, {s: expected.get(s) for s in _in_order(e.stream_id for e in events)})
+        return Decision(events, expected)
 
     def commit(self, decision: Decision) -> list[int]:
-        """Append a decision's events, each stream at its expected version, all or nothing.
-
-        Raises ConcurrencyError (and appends nothing) if another writer appended to one of its
-        streams since `prepare` read it."""
-        store = self.log.store
-        runs = _runs(decision.events)
-        if len(runs) == 1:
-            return store.append(runs[0], expected_version=decision.expected[runs[0][0].stream_id])
-        positions: list[int] = []
-        with store.transaction():
-            for run in runs:
-                positions += store.append(run, expected_version=decision.expected[run[0].stream_id])
-        return positions
+        """Append a decision's events, each stream it read at its expected version, all or
+        nothing. Raises ConcurrencyError (and appends nothing) if another writer appended to
+        one of them since `prepare` read it."""
+        return self.log.append(decision.events, decision.expected)
 
     def execute(self, command: Command) -> list[Event]:
         """Decide and append; returns the events appended (none for a harmless repeat)."""
@@ -166,8 +120,9 @@ class Coordinator:
     def register_agent(self, agent_id: str, name: str, capabilities: Iterable[str] = (), *,
                        persona_id: str | None = None, at: datetime | None = None) -> list[Event]:
         """agent.joined; a repeat with the same profile is a no-op."""
-        return self.execute(RegisterAgent(agent_id=agent_id, name=name, capabilities=tuple(capabilities),
-                                          persona_id=persona_id, at=self._at(at), source=self.source))
+        return self.execute(RegisterAgent(agent_id=agent_id, name=name,
+                                          capabilities=tuple(capabilities), persona_id=persona_id,
+                                          at=self._at(at), source=self.source))
 
     def remove_agent(self, agent_id: str, reason: str, *, at: datetime | None = None) -> list[Event]:
         """agent.left, and task.failed (same reason) for the task it was assigned or running."""
@@ -194,7 +149,8 @@ class Coordinator:
     def close_bidding(self, task_id: str, *, at: datetime | None = None) -> str | None:
         """auction.closed, then task.assigned to the winner (returned) or task.failed (None)."""
         events = self.execute(CloseBidding(task_id=task_id, at=self._at(at), source=self.source))
-        return events[-1].agent_id if events[-1].event_type is _T.TASK_ASSIGNED else None  # type: ignore[attr-defined]
+        assigned = [e for e in events if e.event_type is EventType.TASK_ASSIGNED]
+        return assigned[0].agent_id if assigned else None
 
     def start_task(self, task_id: str, *, agent_id: str | None = None,
                    at: datetime | None = None) -> list[Event]:
@@ -216,7 +172,8 @@ class Coordinator:
     def record_tool_call(self, agent_id: str, tool: str, arguments: Mapping[str, Any] | None = None,
                          *, task_id: str | None = None, call_id: str | None = None,
                          at: datetime | None = None) -> str:
-        """tool.called by an online agent (on its running task, if one is named); returns the call id."""
+        """tool.called by an online agent (on its running task, if one is named); returns the
+        call id."""
         at = self._at(at)
         call_id = call_id or self.new_id(at)
         self.execute(CallTool(agent_id=agent_id, tool=tool, call_id=call_id,
@@ -225,12 +182,13 @@ class Coordinator:
         return call_id
 
     def record_tool_result(self, agent_id: str, call_id: str, *, tool: str, duration_ms: float,
-                           result: Any = None, error: str | None = None, task_id: str | None = None,
+                           result: Any = None, error: str | None = None,
                            at: datetime | None = None) -> list[Event]:
-        """tool.completed, or tool.failed when `error` is given, for the agent's open call."""
+        """tool.completed, or tool.failed when `error` is given, for the agent's open call (in
+        the stream of the call: its task's, if it was made for one)."""
         return self.execute(FinishTool(agent_id=agent_id, call_id=call_id, tool=tool,
                                        duration_ms=duration_ms, result=result, error=error,
-                                       task_id=task_id, at=self._at(at), source=self.source))
+                                       at=self._at(at), source=self.source))
 
     def record_error(self, message: str, *, error_type: str | None = None, detail: Any = None,
                      task_id: str | None = None, agent_id: str | None = None,
@@ -239,18 +197,3 @@ class Coordinator:
         return self.execute(RecordError(message=message, error_type=error_type, detail=detail,
                                         task_id=task_id, agent_id=agent_id, at=self._at(at),
                                         source=self.source))
-
-
-def _in_order(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-def _runs(events: Sequence[Event]) -> list[list[Event]]:
-    """Consecutive events of one stream, in order (each run is one append)."""
-    runs: list[list[Event]] = []
-    for event in events:
-        if runs and runs[-1][0].stream_id == event.stream_id:
-            runs[-1].append(event)
-        else:
-            runs.append([event])
-    return runs

@@ -24,7 +24,8 @@ from typing import Any
 
 from domain.errors import InvalidTransition
 from domain.ids import utc_now
-from swarm.coordinator import Coordinator, ReadModels
+from swarmlog.coordinator import Coordinator
+from swarmlog.log import EventLog
 
 _CAPABILITIES = ("python", "sql", "search", "http", "shell", "summarize", "vision", "translate")
 _NAMES = ("Ada", "Basil", "Cleo", "Dax", "Echo", "Fern", "Gale", "Hex", "Iris", "Juno", "Kai",
@@ -125,7 +126,7 @@ class SeededIds:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def next_run(log: ReadModels) -> int:
+def next_run(log: EventLog) -> int:
     """1 + the highest demo run the roster knows (every run registers at least one agent)."""
     pattern = re.compile(r"r(\d+)-")
     runs = [int(m.group(1)) for key in log.agents.agents.merged() if (m := pattern.match(key))]
@@ -275,8 +276,7 @@ class _Sim:
         else:
             error, result = None, {"bytes": self.rng.randrange(200, 20000)}
         self.command(self.coordinator.record_tool_result, task.agent, call_id, tool=tool,
-                     duration_ms=duration_ms, result=result, error=error, task_id=task.task_id,
-                     at=now)
+                     duration_ms=duration_ms, result=result, error=error, at=now)
         task.open_call = None
         task.tools_left -= 1
         pause = timedelta(seconds=self.rng.uniform(5, 300))
@@ -331,7 +331,7 @@ class _Sim:
                     self.finish(now, task)
 
 
-def run_demo(log: ReadModels, config: DemoConfig,
+def run_demo(log: EventLog, config: DemoConfig,
              progress: Callable[[int, int], None] | None = None) -> DemoResult:
     """Simulate the swarm through a `Coordinator` on `log`; `progress(done, total)` per task."""
     run = next_run(log)

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.codec import build_event
+from domain.codec import StoredEvent, build_event, encode
 from domain.errors import InvalidEvent, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
 from projections import pruning
 from projections.agents import AgentsState
 from projections.base import Projection
+from projections.models import ReadModels
 from projections.pruning import PruneReport
 from projections.runner import ProjectionRunner, default_projections
 from projections.summary import SummaryState
 from projections.tasks import TasksState
 from projections.verify import VerifyReport, verify
-from store.base import EventStore, Recorded
-from store.sqlite import SQLiteEventStore
+from store import EVERYTHING, EventFilter, Store, open_store, stored_count
 
 #: Once the read models have folded this many events since their snapshots (at start-up, or
 #: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
@@ -38,52 +38,42 @@ def default_location() -> str:
     return os.environ.get("SWARMLOG_DB") or DEFAULT_DB
 
 
-def open_store(location: str | os.PathLike[str], *, create: bool = True) -> EventStore:
-    """A store for a file path (SQLite) or a `postgresql://` URL."""
-    text = str(location)
-    if text.startswith(("postgresql://", "postgres://")):
-        try:
-            from store.postgres import PostgresEventStore  # type: ignore[import-not-found]
-        except ImportError as e:
-            raise StoreError(f"cannot open {text}: the PostgreSQL backend is not available ({e})") from e
-        return PostgresEventStore(text)  # type: ignore[no-any-return]
-    return SQLiteEventStore(text, create=create)
-
-
 class EventLog:
     """An open swarmlog: append typed events, query them, read the projections.
 
-    The read models (`tasks`, `agents`, `summary`) are folded on first use — from the newest
-    snapshots, then the events after them — and caught up on every access after that.
+    The read models (`models`, or `tasks`, `agents`, `summary`) are folded on first use — from
+    the newest snapshot, then the events after it — and caught up on every access after that.
     """
 
-    def __init__(self, location: str | os.PathLike[str] | EventStore | None = None, *,
+    def __init__(self, location: str | os.PathLike[str] | Store | None = None, *,
                  create: bool = True, projections: Sequence[Projection[Any]] | None = None) -> None:
         if location is None:
             location = default_location()
         if isinstance(location, str | os.PathLike):
-            self.store: EventStore = open_store(location, create=create)
+            self.store: Store = open_store(location, create=create)
         else:
             self.store = location
         self.location = self.store.location
         self.projections = list(default_projections() if projections is None else projections)
         self.runner = ProjectionRunner(self.store, self.projections)
         self._started = False
-        self._snapshot_at = 0  # where the read models' newest snapshots (loaded or stored) are
+        self._snapshot_at = 0  # where the read models' newest snapshot (loaded or stored) is
 
     # -- writing --------------------------------------------------------------------------
 
-    def append(self, events: Event | Sequence[Event], expected_version: int | None = None) -> list[int]:
-        """Append one event or a batch atomically; returns positions."""
+    def append(self, events: Event | Sequence[Event],
+               expected: Mapping[str, int] | None = None) -> list[int]:
+        """Append one event or a batch atomically (every event validated first); returns their
+        positions. `expected` maps streams to the versions they must be at (see `Store.append`)."""
         batch = [events] if isinstance(events, Event) else list(events)
-        return self.store.append(batch, expected_version)
+        return self.store.append([encode(e) for e in batch], expected)
 
     def log(self, event_type: EventType | str, source: str, task_id: str | None = None,
             agent_id: str | None = None, data: Mapping[str, Any] | None = None, *,
-            timestamp: datetime | None = None) -> Recorded:
+            timestamp: datetime | None = None) -> StoredEvent:
         """Validate loose arguments into a typed event, append it, and return it as stored."""
         event = build_event(event_type, source, task_id, agent_id, data, timestamp=timestamp)
-        (position,) = self.store.append([event])
+        (position,) = self.append(event)
         stored = self.store.get(event.id)
         if stored is None:  # pruned already by another process (it was logged as old)
             raise StoreError(f"event {event.id} was stored at position {position} and pruned since")
@@ -91,19 +81,21 @@ class EventLog:
 
     # -- reading --------------------------------------------------------------------------
 
-    def read(self, after: int = 0, limit: int | None = None) -> Iterator[Recorded]:
+    def read(self, after: int = 0, until: int | None = None) -> Iterator[StoredEvent]:
         """Every stored event after a position, oldest first, streamed."""
-        return self.store.read(after, limit)
+        return self.store.read(after, until)
 
-    def get(self, event_id: str) -> Recorded | None:
+    def get(self, event_id: str) -> StoredEvent | None:
+        """The stored event with this id, or None."""
         return self.store.get(event_id)
 
-    def query(self, **filters: Any) -> list[Recorded]:
-        """See `EventStore.query`: filters by type, task, agent, source, time; newest first."""
-        return self.store.query(**filters)
+    def query(self, where: EventFilter = EVERYTHING, **options: Any) -> Iterator[StoredEvent]:
+        """See `Store.query`: the events matching a filter, streamed."""
+        return self.store.query(where, **options)
 
-    def events_of_task(self, task_id: str) -> Iterable[Recorded]:
-        return self.store.read_task(task_id)
+    def events_of_task(self, task_id: str) -> Iterator[StoredEvent]:
+        """The stored events of one task, oldest first."""
+        return self.store.query(EventFilter(task_id=task_id))
 
     # -- read models ----------------------------------------------------------------------
 
@@ -140,22 +132,27 @@ class EventLog:
         return ids
 
     @property
+    def models(self) -> ReadModels:
+        """The read models, caught up: `tasks`, `agents` and `summary`. They change as the log
+        is folded: from another thread than the folding one, read them under `runner.lock`."""
+        self.catch_up()
+        models: ReadModels = self.runner.state("read_models")
+        return models
+
+    @property
     def tasks(self) -> TasksState:
         """Task state: status, bids, assignment, timings, tool calls, anomalies of every task."""
-        self.catch_up()
-        return self.runner.state("tasks")  # type: ignore[no-any-return]
+        return self.models.tasks
 
     @property
     def agents(self) -> AgentsState:
         """The agent roster: presence, current task, wins, sats earned, tool use."""
-        self.catch_up()
-        return self.runner.state("agents")  # type: ignore[no-any-return]
+        return self.models.agents
 
     @property
     def summary(self) -> SummaryState:
-        """Summary counts: totals by type and source, tasks by status, agents online, per minute."""
-        self.catch_up()
-        return self.runner.state("summary")  # type: ignore[no-any-return]
+        """Summary counts: totals by type and source, tasks by status, per minute."""
+        return self.models.summary
 
     def snapshot(self) -> list[int]:
         """Store every read model's state at its position; returns the snapshot ids."""
@@ -196,7 +193,7 @@ class EventLog:
                               "snapshot_position": None if snap is None else snap.position}
         snapshots = store.snapshots(with_state=False)
         return {
-            "location": self.location, "head": head, "count": store.count(),
+            "location": self.location, "head": head, "count": stored_count(store),
             "size_bytes": store.size_bytes(), "projections": models,
             "snapshots": len(snapshots),
             "newest_snapshots": [{"id": s.id, "projection": s.projection, "version": s.version,

@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from rich.table import Table
 
+from domain.codec import StoredEvent
 from projections.agents import AgentView
 from projections.tasks import TaskView
-from store.base import Recorded
+from store.archive import to_line
 
 Row = dict[str, Any]
 
@@ -34,25 +35,17 @@ def _plain(value: Any) -> Any:
 # -- rows -----------------------------------------------------------------------------------------
 
 
-def event_row(recorded: Recorded) -> Row:
-    event: Any = recorded.event
-    return {
-        "position": recorded.position,
-        "timestamp": event.timestamp,
-        "event_type": event.event_type.value,
-        "task_id": event.task_id,
-        "agent_id": event.agent_id,
-        "source": event.source,
-        "data": event.data.model_dump(mode="json", exclude_unset=True),
-        "id": event.id,
-    }
+def event_row(row: StoredEvent) -> Row:
+    """An event as the one JSON-lines format has it (`store.archive.to_line`)."""
+    found: Row = orjson.loads(to_line(row))
+    return found
 
 
 def task_row(task: TaskView) -> Row:
     duration = task.duration
     return {
         "task_id": task.task_id,
-        "status": task.status.value,
+        "status": None if task.status is None else task.status.value,
         "description": task.description,
         "required_capabilities": task.required_capabilities,
         "agent_id": task.agent_id,
@@ -78,7 +71,7 @@ def agent_row(agent: AgentView) -> Row:
     return {
         "agent_id": agent.agent_id,
         "name": agent.name,
-        "presence": agent.presence.value,
+        "presence": "never joined" if agent.presence is None else agent.presence.value,
         "capabilities": list(agent.capabilities),
         "current_task": agent.current_task,
         "bids": agent.bids,
@@ -98,7 +91,9 @@ def agent_row(agent: AgentView) -> Row:
 # -- tables ---------------------------------------------------------------------------------------
 
 
-def _when(value: datetime | None) -> str:
+def _when(value: datetime | str | None) -> str:
+    if isinstance(value, str):  # a stored timestamp: UTC ISO-8601
+        return value[:19].replace("T", " ")
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 import orjson
 
+from domain.codec import StoredEvent
 from domain.events import EventType
 from projections.agents import all_agents, online_agents
 from projections.tasks import get_task
-from swarm import render
-from swarm.cli.app import (
+from store import EventFilter, first_stored
+from swarmlog import render
+from swarmlog.cli.app import (
     cli,
     db_option,
     emit_json,
@@ -24,7 +25,7 @@ from swarm.cli.app import (
     print_tables,
     summary_data,
 )
-from swarm.timeparse import MOMENT_HELP
+from swarmlog.timeparse import MOMENT_HELP
 
 # -- reading the log ------------------------------------------------------------------------------
 
@@ -51,9 +52,9 @@ def events(task_id: str | None, agent_id: str | None, event_type: str | None, si
     """
     start, end = moment(since, "--since"), moment(until, "--until")
     log = open_log()
-    found = log.store.query(event_type=None if event_type is None else EventType(event_type),
-                            task_id=task_id, agent_id=agent_id, since=start, until=end,
-                            limit=limit or None)
+    where = EventFilter(types=None if event_type is None else frozenset({event_type}),
+                        task_id=task_id, agent_id=agent_id, since=start, until=end)
+    found = list(log.store.query(where, limit=limit or None, newest_first=True))
     rows = [render.event_row(r) for r in reversed(found)]
     if as_json:
         emit_json(rows)
@@ -80,22 +81,23 @@ def tail(follow: bool, lines: int, as_json: bool) -> None:
     log = open_log()
     store = log.store
 
-    def show(recorded: Any) -> None:
-        row = render.event_row(recorded)
+    def show(stored: StoredEvent) -> None:
+        row = render.event_row(stored)
         click.echo(orjson.dumps(row).decode() if as_json else render.event_line(row))
 
     after = store.head()
-    for recorded in reversed(store.query(limit=lines) if lines else []):
-        show(recorded)
+    newest = list(store.query(limit=lines, newest_first=True)) if lines else []
+    for stored in reversed(newest):
+        show(stored)
     sys.stdout.flush()
     if not follow:
         return
     try:
         while True:
             if store.wait_for_append(after, timeout=1.0):
-                for recorded in store.read(after=after):
-                    show(recorded)
-                    after = recorded.position
+                for stored in store.read(after=after):
+                    show(stored)
+                    after = stored.position
                 sys.stdout.flush()
     except KeyboardInterrupt:
         return
@@ -116,7 +118,7 @@ def task(task_id: str, as_json: bool) -> None:
     view = get_task(log.tasks, task_id)
     if view is None:
         fail(f"no task {task_id!r} in {log.location}")
-    timeline = [render.event_row(r) for r in log.store.read_task(task_id)]
+    timeline = [render.event_row(r) for r in log.events_of_task(task_id)]
     state = render.task_row(view)
     if as_json:
         emit_json({"task": state, "timeline": timeline})
@@ -126,7 +128,7 @@ def task(task_id: str, as_json: bool) -> None:
     console.print(render.pairs_table(shown, f"task {task_id}"))
     console.print(render.events_table(timeline, "timeline", console.width))
     if not timeline or timeline[0]["event_type"] != "task.created":
-        first = log.store.head() - log.store.count() + 1
+        first = first_stored(log.store)
         if first > 1:
             console.print(f"(events before position {first} were pruned; the state above still "
                           "counts them)")

@@ -17,10 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from domain.errors import SwarmlogError
 from domain.ids import utc_now
-from projections.summary import counts
-from swarm import render
-from swarm.log import EventLog, default_location
-from swarm.timeparse import parse_moment
+from projections.models import counts
+from swarmlog import render
+from swarmlog.log import EventLog, default_location
+from swarmlog.timeparse import parse_moment
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DB = "swarmlog.db"
@@ -157,7 +157,7 @@ def cli() -> None:
 
 
 def summary_data(log: EventLog, minutes: float) -> dict[str, Any]:
-    data = counts(log.summary)
+    data = counts(log.models)
     data["window_minutes"] = minutes
     data["last_window"] = log.store.count_by_type(utc_now() - timedelta(minutes=minutes))
     return data

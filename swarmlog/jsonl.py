@@ -1,0 +1,138 @@
+"""Export and import: the log's JSON lines (`store.archive`) out of a log and into another.
+
+An export writes each stored row as a line. An import checks every line of a file before it
+stores anything (each must be an event the API would accept), then appends them all in one
+transaction, keeping their ids: all of a file, or nothing. Positions and stream versions are the
+importing log's own. An event already in the log is skipped; so is a line repeating an earlier
+line of the file; a line reusing an id with other content is an error naming both lines.
+"""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, NamedTuple
+
+from domain.codec import StoredEvent, decode, encode
+from domain.errors import CorruptEvent, InvalidEvent
+from store import Store
+from store.archive import from_line, read_lines, to_line
+
+_BATCH = 2000
+
+
+def export_rows(rows: Iterable[StoredEvent], out: IO[bytes]) -> int:
+    """Write `rows` to `out` as JSON lines; returns how many."""
+    buffer: list[bytes] = []
+    count = 0
+    for row in rows:
+        buffer.append(to_line(row))
+        if len(buffer) >= 1000:
+            out.write(b"".join(buffer))
+            count += len(buffer)
+            buffer.clear()
+    out.write(b"".join(buffer))
+    out.flush()
+    return count + len(buffer)
+
+
+class ImportReport(NamedTuple):
+    """What an import found and did."""
+
+    lines: int  # event lines in the file
+    added: int  # appended to the log
+    present: int  # already in the log (same id)
+    repeated: int  # lines repeating an earlier line of the file
+
+
+def _checked(line: bytes, where: str) -> StoredEvent:
+    """The row to append for one line: its event validated as the API would, then encoded."""
+    row = from_line(line, where)
+    try:
+        return encode(decode(row))
+    except CorruptEvent as e:
+        raise InvalidEvent(where, e.reason) from None
+    except InvalidEvent as e:
+        raise InvalidEvent(where, str(e).removeprefix("invalid event: ")) from None
+
+
+def _content(row: StoredEvent) -> int:
+    return zlib.crc32(to_line(row._replace(checksum=None)))
+
+
+class JsonLines:
+    """A JSON-lines file of events, plain or gzip-compressed ("-": standard input, read once
+    and kept)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.name = "<stdin>" if path == "-" else path
+        self._cached = sys.stdin.buffer.readlines() if path == "-" else None
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        if self._cached is not None:
+            yield from ((n, line) for n, line in enumerate(self._cached, start=1) if line.strip())
+        else:
+            yield from read_lines(self.path)
+
+    def rows(self) -> Iterator[tuple[int, StoredEvent]]:
+        """(line number, row to append) of every line; InvalidEvent names a bad line."""
+        for number, line in self._lines():
+            yield number, _checked(line, f"{self.name} line {number}")
+
+    def check(self) -> tuple[int, int]:
+        """Check every line (and that no id is reused with other content); returns how many
+        event lines there are, and how many of them repeat an earlier line."""
+        seen: dict[str, tuple[int, int]] = {}  # id -> (line number, content)
+        repeated = 0
+        for number, row in self.rows():
+            content = _content(row)
+            earlier = seen.get(row.id)
+            if earlier is None:
+                seen[row.id] = (number, content)
+            elif earlier[1] == content:
+                repeated += 1
+            else:
+                raise InvalidEvent(f"{self.name} line {number}",
+                                   f"id {row.id} is also on line {earlier[0]}, with other content")
+        return len(seen) + repeated, repeated
+
+
+def _same_event(a: StoredEvent, b: StoredEvent) -> bool:
+    return (a.event_type, a.source, a.task_id, a.agent_id, a.data, a.timestamp) == \
+        (b.event_type, b.source, b.task_id, b.agent_id, b.data, b.timestamp)
+
+
+def import_rows(store: Store, source: JsonLines,
+                progress: Callable[[int, int], None] | None = None) -> ImportReport:
+    """Check every line of `source`, then append its events in file order, all in one
+    transaction (see the module docstring)."""
+    total, repeated = source.check()
+    lines = 0
+    batch: list[tuple[int, StoredEvent]] = []
+
+    def flush() -> None:
+        before = store.head()
+        positions = store.append([row for _, row in batch])
+        for (number, row), position in zip(batch, positions, strict=True):
+            if position <= before:  # stored already: by an earlier import, or another writer
+                stored = store.get(row.id)
+                if stored is not None and not _same_event(stored, row):
+                    raise InvalidEvent(f"{source.name} line {number}",
+                                       f"id {row.id} is in the log already, with other content")
+        batch.clear()
+        if progress is not None:
+            progress(lines, total)
+
+    with store.transaction():
+        start = store.head()
+        for number, row in source.rows():
+            lines += 1
+            batch.append((number, row))
+            if len(batch) >= _BATCH:
+                flush()
+        if batch:
+            flush()
+        added = store.head() - start
+    return ImportReport(lines, added, lines - added - repeated, repeated)
