@@ -79,10 +79,10 @@ class RawPostgres:
 
         conn = self.conn
         with conn.transaction():
-            head = conn.execute("SELECT head FROM log_head FOR UPDATE").fetchone()[0]  # type: ignore[index]
+            head = conn.execute("SELECT head FROM swarmlog_head FOR UPDATE").fetchone()[0]  # type: ignore[index]
             streams = list(dict.fromkeys(r[7] for r in rows))
             heads: dict[str, int] = dict(conn.execute(  # type: ignore[arg-type]
-                "SELECT stream_id, version FROM streams WHERE stream_id = ANY(%s)",
+                "SELECT stream_id, version FROM swarmlog_streams WHERE stream_id = ANY(%s)",
                 (streams,)).fetchall())
             params = []
             for r in rows:

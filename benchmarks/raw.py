@@ -27,7 +27,7 @@ _INSERT = (
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT = (
-    "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
+    "INSERT INTO swarmlog_streams (stream_id, version) VALUES (?, ?) "
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
 )
 _COLUMNS = (
@@ -128,7 +128,8 @@ class RawLog:
         for i in range(0, len(streams), 500):
             chunk = streams[i : i + 500]
             heads.update(conn.execute(
-                f"SELECT stream_id, version FROM streams WHERE stream_id IN ({','.join('?' * len(chunk))})",
+                "SELECT stream_id, version FROM swarmlog_streams WHERE stream_id IN "
+                f"({','.join('?' * len(chunk))})",
                 chunk))
         params = []
         for r in rows:
@@ -143,7 +144,7 @@ class RawLog:
         """The single-event transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
-        found = conn.execute("SELECT version FROM streams WHERE stream_id = ?", (row[7],)).fetchone()
+        found = conn.execute("SELECT version FROM swarmlog_streams WHERE stream_id = ?", (row[7],)).fetchone()
         version = (found[0] if found else 0) + 1
         conn.execute(_INSERT, (*row, version))
         conn.execute(_UPSERT, (row[7], version))
@@ -165,9 +166,9 @@ class RawLog:
         """DELETE the same prefix the prune removes, through the same gate, in one transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("UPDATE prune_gate SET open = 1")
+        conn.execute("UPDATE swarmlog_prune_gate SET open = 1")
         removed = conn.execute("DELETE FROM event_log WHERE seq <= ?", (position,)).rowcount
-        conn.execute("UPDATE prune_gate SET open = 0")
+        conn.execute("UPDATE swarmlog_prune_gate SET open = 0")
         conn.execute("COMMIT")
         return removed
 

@@ -140,7 +140,7 @@ def _whole_number(text: str) -> int:
     return number
 
 
-def _check_storable(blob: bytes) -> None:
+def check_storable(blob: bytes) -> None:
     """Refuse a payload that could not be stored and read back exactly: too big, a NUL
     character (PostgreSQL cannot store one), or an integer beyond 64 bits (read back as float)."""
     if len(blob) > MAX_DATA_BYTES:
@@ -192,7 +192,7 @@ def encode_plain(event: Event) -> StoredEvent:
         blob = event.data.model_dump_json(exclude_unset=True).encode()
     except (PydanticSerializationError, UnicodeEncodeError) as e:
         raise InvalidEvent("data", f"cannot be serialised as JSON: {e}") from None
-    _check_storable(blob)
+    check_storable(blob)
     data = None if blob == b"{}" else blob.decode()
     stamp = event.timestamp.isoformat(timespec="microseconds")
     kind = event.event_type.value
@@ -217,7 +217,7 @@ def encode(event: Event) -> StoredEvent:
         blob = data.__pydantic_serializer__.to_json(data, exclude_unset=True)
     except (PydanticSerializationError, UnicodeEncodeError) as e:
         raise InvalidEvent("data", f"cannot be serialised as JSON: {e}") from None
-    _check_storable(blob)
+    check_storable(blob)
     moment = event.timestamp
     if moment.tzinfo is UTC and moment.microsecond:
         stamp = _dumps(moment)[1:-1].decode()  # orjson omits a zero fraction: isoformat below
@@ -238,6 +238,11 @@ def _fields(row: StoredEvent) -> dict[str, Any]:
     kind = _KINDS.get(row.event_type)
     if kind is None:
         raise ValueError(f"event_type: {row.event_type!r} is not one of: {', '.join(_KINDS)}")
+    if row.data:
+        try:  # what an append refuses cannot be read back exactly either
+            check_storable(row.data.encode())
+        except InvalidEvent as e:
+            raise ValueError(str(e).removeprefix("invalid event: ")) from None
     payload = orjson.loads(row.data) if row.data else {}
     if not isinstance(payload, dict):
         raise ValueError(f"data is a JSON {type(payload).__name__}, not an object")
@@ -271,8 +276,10 @@ def decode(row: StoredEvent) -> Event:
     """
     try:
         kind = _KINDS.get(row.event_type)
-        if kind is not None and row.schema_version == CURRENT_VERSION[kind]:
-            payload = _loads(row.data) if row.data else {}
+        data = row.data
+        if kind is not None and row.schema_version == CURRENT_VERSION[kind] \
+                and (not data or (len(data) <= _MAX_CHARS and _plain_numbers(data))):
+            payload = _loads(data) if data else {}
             if type(payload) is dict:
                 event: Event = _validate({"id": row.id, "event_type": kind, "source": row.source,
                                   "task_id": row.task_id, "agent_id": row.agent_id,
@@ -281,6 +288,16 @@ def decode(row: StoredEvent) -> Event:
     except Exception:  # the plain path below reports it, with its position
         pass
     return decode_plain(row)
+
+
+_MAX_CHARS = MAX_DATA_BYTES // 4  # text this short is within MAX_DATA_BYTES as UTF-8
+_DIGIT_RUN = re.compile(r"\d{19}")
+
+
+def _plain_numbers(text: str) -> bool:
+    """No run of 19 digits (an integer that may not fit in 64 bits, which JSON parsers read
+    back as a float) and no NUL escape: the common payload, which `check_storable` passes."""
+    return "\\u0000" not in text and _DIGIT_RUN.search(text) is None
 
 
 def checksum(id: str, event_type: str, source: str, task_id: str | None, agent_id: str | None,

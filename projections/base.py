@@ -14,7 +14,9 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 import orjson
 
 from domain.codec import StoredEvent, decode
+from domain.errors import CorruptEvent
 from domain.events import Event
+from domain.lenient import nonconformity, salvage
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -47,9 +49,28 @@ class Projection(Generic[S]):
         raise NotImplementedError
 
     def fold_rows(self, state: S, rows: Iterable[StoredEvent]) -> S:
-        """Fold stored rows, in position order: `apply` of each one's typed event."""
+        """Fold stored rows, in position order (see `fold_row`)."""
         for row in rows:
-            state = self.apply(state, row.position, decode(row))
+            state = self.fold_row(state, row)
+        return state
+
+    def fold_row(self, state: S, row: StoredEvent) -> S:
+        """Fold one stored row: `apply` of its typed event. A row that does not decode (stored
+        as the ADR 017 module accepted it, or written by another client) is never fatal: it is
+        passed to `nonconforming`, and what in it conforms (`domain.lenient.salvage`) is applied."""
+        try:
+            event: Event | None = decode(row)
+            if row.conforms is not None and not row.conforms:  # flagged when it was stored
+                reason = nonconformity(row) or "flagged as not conforming when stored"
+                state = self.nonconforming(state, row, reason, event)
+        except CorruptEvent as e:
+            event = salvage(row)
+            state = self.nonconforming(state, row, e.reason, event)
+        return state if event is None else self.apply(state, row.position, event)
+
+    def nonconforming(self, state: S, row: StoredEvent, reason: str, salvaged: Event | None) -> S:
+        """Take note of a row that does not decode (`salvaged`: what `apply` is given next, if
+        anything). By default nothing."""
         return state
 
     def dump(self, state: S) -> str:

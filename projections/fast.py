@@ -12,20 +12,23 @@ dispatches per event instead of one.
 
 Each handler checks everything it needs before it changes anything, and returns `SLOW` (having
 changed nothing) when the row is not its common case; otherwise the task move it made, as
-(status before, status after), for the summary, or None.
+(status before, status after), for the summary, or None. A row says it was validated when it
+was appended, but another client could have changed it since: so a handler also checks the type
+of every value it keeps, and any value, or payload, it cannot use sends the row the plain way
+(which validates it, and folds what conforms).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 
 from domain.agent import Presence
-from domain.codec import CURRENT_VERSION, StoredEvent, decode
-from domain.events import Event, EventType
+from domain.codec import CURRENT_VERSION, StoredEvent
+from domain.events import EventType
 from domain.task import TaskStatus
 from projections.agents import AgentView
 from projections.summary import SLOT, bucket_of, minute_of
@@ -45,71 +48,92 @@ _EMPTY: dict[str, Any] = {}
 
 SLOW: Final = object()
 Move = tuple[TaskStatus | None, TaskStatus]
-Handler = Callable[["ReadModels", int, "str | None", "str | None", "str | None", str], Any]
+Handler = Callable[["ReadModels", int, "str | None", "str | None", "str | None", datetime], Any]
 
 
 def _payload(data: str | None) -> dict[str, Any]:
-    return _loads(data) if data else _EMPTY
+    payload = _loads(data) if data else _EMPTY
+    if type(payload) is not dict:
+        raise ValueError("not a JSON object")  # (a changed row: the plain way, see fold_rows)
+    return payload
+
+
+def _text(value: Any) -> bool:
+    """A value a read model keeps as optional text."""
+    return value is None or type(value) is str
+
+
+def _texts(value: Any) -> bool:
+    """A value a read model keeps as an optional list of text."""
+    return value is None or (type(value) is list and all(type(v) is str for v in value))
+
+
+def _sats(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 # -- tasks --------------------------------------------------------------------------------------
 
 
 def _created(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-             data: str | None, ts: str) -> Any:
+             data: str | None, moment: datetime) -> Any:
     if task_id is None or m.tasks.tasks.recall(task_id) is not None:
         return SLOW  # no task_id, or a second creation: anomalies
     payload = _payload(data)
-    caps = payload.get("required_capabilities")
+    caps, description = payload.get("required_capabilities"), payload.get("description")
+    if not (_texts(caps) and _text(description)):
+        return SLOW
     m.tasks.tasks[task_id] = TaskView(
         task_id=task_id, status=_S.CREATED, required_capabilities=caps,
-        description=payload.get("description"), created_at=_time(ts), first_position=position)
+        description=description, created_at=moment, first_position=position)
     return (None, _S.CREATED)
 
 
 def _bidding(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-             data: str | None, ts: str) -> Any:
+             data: str | None, moment: datetime) -> Any:
     view = m.tasks.tasks.get(task_id)  # type: ignore[arg-type]  # (None is never a key)
     if view is None or view.status is not _S.CREATED:
         return SLOW
-    view.status, view.bidding_at = _S.BIDDING, _time(ts)
+    view.status, view.bidding_at = _S.BIDDING, moment
     return (_S.CREATED, _S.BIDDING)
 
 
 def _bid(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-         data: str | None, ts: str) -> Any:
+         data: str | None, moment: datetime) -> Any:
     view = m.tasks.tasks.get(task_id)  # type: ignore[arg-type]
     bidder = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
     if view is None or view.status is not _S.BIDDING or bidder is None \
             or bidder.presence is not _ONLINE:
         return SLOW
     sats = _payload(data).get("bid_sats")
-    if sats is None:
+    if not _sats(sats):
         return SLOW
-    view.bids[agent_id] = sats  # type: ignore[index]  # (an online agent has an id)
+    view.bids[agent_id] = sats  # type: ignore[index, assignment]  # (checked: an id, sats)
     view.bid_count += 1
     bidder.bids += 1
     return (_S.BIDDING, _S.BIDDING)
 
 
 def _closed(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-            data: str | None, ts: str) -> Any:
+            data: str | None, moment: datetime) -> Any:
     view = m.tasks.tasks.get(task_id)  # type: ignore[arg-type]
     if view is None or view.status is not _S.BIDDING:
         return SLOW
-    view.auction_closed_at = _time(ts)
+    view.auction_closed_at = moment
     return (_S.BIDDING, _S.BIDDING)
 
 
 def _assigned(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-              data: str | None, ts: str) -> Any:
+              data: str | None, moment: datetime) -> Any:
     view = m.tasks.tasks.get(task_id)  # type: ignore[arg-type]
     winner = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
     if view is None or view.status is not _S.BIDDING or winner is None \
             or winner.presence is not _ONLINE or winner.current_task is not None:
         return SLOW
     sats = _payload(data).get("bid_sats")
-    view.status, view.agent_id, view.assigned_at = _S.ASSIGNED, agent_id, _time(ts)
+    if sats is not None and not _sats(sats):
+        return SLOW
+    view.status, view.agent_id, view.assigned_at = _S.ASSIGNED, agent_id, moment
     view.winning_bid = view.bids.get(agent_id) if sats is None else sats  # type: ignore[arg-type]
     winner.current_task = task_id
     winner.tasks_won += 1
@@ -120,7 +144,7 @@ def _work(before: TaskStatus, after: TaskStatus) -> Handler:
     """task.started or task.completed by the assigned agent, online."""
 
     def handle(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-               data: str | None, ts: str) -> Any:
+               data: str | None, moment: datetime) -> Any:
         view = m.tasks.tasks.get(task_id)  # type: ignore[arg-type]
         worker = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
         if view is None or view.status is not before or agent_id != view.agent_id \
@@ -128,9 +152,9 @@ def _work(before: TaskStatus, after: TaskStatus) -> Handler:
             return SLOW
         view.status = after
         if after is _S.RUNNING:
-            view.started_at = _time(ts)
+            view.started_at = moment
         else:
-            view.completed_at = _time(ts)
+            view.completed_at = moment
             worker.tasks_completed += 1
             worker.sats_earned += view.winning_bid or 0
             if worker.current_task == task_id:
@@ -141,7 +165,7 @@ def _work(before: TaskStatus, after: TaskStatus) -> Handler:
 
 
 def _failed(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-            data: str | None, ts: str) -> Any:
+            data: str | None, moment: datetime) -> Any:
     view = m.tasks.tasks.get(task_id)  # type: ignore[arg-type]
     if view is None or view.status not in _OPEN:
         return SLOW
@@ -150,9 +174,11 @@ def _failed(m: ReadModels, position: int, task_id: str | None, agent_id: str | N
         worker = m.agents.agents.get(view.agent_id)
         if worker is None:
             return SLOW
+    reason = _payload(data).get("reason")
+    if not _text(reason):
+        return SLOW
     before = view.status
-    view.status, view.failed_at = _S.FAILED, _time(ts)
-    view.failure_reason = _payload(data).get("reason")
+    view.status, view.failed_at, view.failure_reason = _S.FAILED, moment, reason
     if worker is not None:
         worker.tasks_failed += 1
         if worker.current_task == task_id:
@@ -164,7 +190,7 @@ def _failed(m: ReadModels, position: int, task_id: str | None, agent_id: str | N
 
 
 def _joined(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-            data: str | None, ts: str) -> Any:
+            data: str | None, moment: datetime) -> Any:
     if agent_id is None:
         return SLOW
     roster = m.agents.agents
@@ -172,11 +198,13 @@ def _joined(m: ReadModels, position: int, task_id: str | None, agent_id: str | N
     if view is not None and view.presence is _ONLINE:
         return SLOW  # joined twice: an anomaly
     payload = _payload(data)
-    if view is None:
-        view = roster[agent_id] = AgentView(agent_id=agent_id, first_position=position)
-    view.presence, view.joined_at = _ONLINE, _time(ts)
     name, caps, persona = (payload.get("name"), payload.get("capabilities"),
                            payload.get("persona_id"))
+    if not (_text(name) and _texts(caps) and _text(persona)):
+        return SLOW
+    if view is None:
+        view = roster[agent_id] = AgentView(agent_id=agent_id, first_position=position)
+    view.presence, view.joined_at = _ONLINE, moment
     if name is not None:
         view.name = name
     if caps is not None:
@@ -187,26 +215,32 @@ def _joined(m: ReadModels, position: int, task_id: str | None, agent_id: str | N
 
 
 def _left(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-          data: str | None, ts: str) -> Any:
+          data: str | None, moment: datetime) -> Any:
     view = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
     if view is None or view.presence is not _ONLINE:
         return SLOW
+    reason = _payload(data).get("reason")
+    if not _text(reason):
+        return SLOW
     view.presence, view.open_calls = _OFFLINE, {}
-    view.left_at, view.left_reason = _time(ts), _payload(data).get("reason")
+    view.left_at, view.left_reason = moment, reason
     return None
 
 
 def _status_changed(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-                    data: str | None, ts: str) -> Any:
+                    data: str | None, moment: datetime) -> Any:
     view = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
     if view is None or view.presence is not _ONLINE:
         return SLOW
-    view.status = _payload(data).get("status")
+    status = _payload(data).get("status")
+    if not _text(status):
+        return SLOW
+    view.status = status
     return None
 
 
 def _thought(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-             data: str | None, ts: str) -> Any:
+             data: str | None, moment: datetime) -> Any:
     view = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
     if view is None or view.presence is not _ONLINE:
         return SLOW
@@ -215,13 +249,13 @@ def _thought(m: ReadModels, position: int, task_id: str | None, agent_id: str | 
 
 
 def _tool_called(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-                 data: str | None, ts: str) -> Any:
+                 data: str | None, moment: datetime) -> Any:
     caller = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
     view = None if task_id is None else m.tasks.tasks.get(task_id)
     if caller is None or caller.presence is not _ONLINE or (task_id is not None and view is None):
         return SLOW
     call_id = _payload(data).get("call_id")
-    if call_id in caller.open_calls:
+    if not _text(call_id) or call_id in caller.open_calls:
         return SLOW  # called twice: an anomaly
     caller.tool_calls += 1
     if call_id is not None:
@@ -233,14 +267,14 @@ def _tool_called(m: ReadModels, position: int, task_id: str | None, agent_id: st
 
 def _tool_finished(failed: bool) -> Handler:
     def handle(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-               data: str | None, ts: str) -> Any:
+               data: str | None, moment: datetime) -> Any:
         caller = m.agents.agents.get(agent_id)  # type: ignore[arg-type]
         view = None if task_id is None else m.tasks.tasks.get(task_id)
         if caller is None or caller.presence is not _ONLINE or \
                 (task_id is not None and view is None):
             return SLOW
         call_id = _payload(data).get("call_id")
-        if call_id is None or call_id not in caller.open_calls:
+        if type(call_id) is not str or call_id not in caller.open_calls:
             return SLOW  # a result without its call: an anomaly
         del caller.open_calls[call_id]
         if failed:
@@ -253,7 +287,7 @@ def _tool_finished(failed: bool) -> Handler:
 
 
 def _counted(m: ReadModels, position: int, task_id: str | None, agent_id: str | None,
-             data: str | None, ts: str) -> Any:
+             data: str | None, moment: datetime) -> Any:
     return None  # only the summary counts it
 
 
@@ -280,22 +314,32 @@ assert set(HANDLERS) == {t.value for t in EventType}, "every event type has a fa
 _CURRENT = {kind.value: version for kind, version in CURRENT_VERSION.items()}
 
 
-def fold_rows(apply: Callable[[ReadModels, int, Event], ReadModels], m: ReadModels,
+def fold_rows(slow: Callable[[ReadModels, StoredEvent], ReadModels], m: ReadModels,
               rows: Iterable[StoredEvent]) -> ReadModels:
-    """Fold rows into the read models: the same state as `apply` of each row's typed event."""
+    """Fold rows into the read models: the same state as the plain fold of each row (`slow`,
+    which also takes every row that is not a handler's common case)."""
     summary = m.summary
     by_type, by_source, statuses = summary.by_type, summary.by_source, summary.tasks_by_status
     handlers, current = HANDLERS.get, _CURRENT
     # Consecutive events mostly share a minute: its bucket is kept by the text of the minute.
     minute_text: str | None = None
     bucket: list[int] | None = None
+    moment = datetime.min
     for row in rows:
         position, _, kind, source, task_id, agent_id, data, ts, _, _, schema, conforms, _ = row
         handler = handlers(kind)
-        moved = SLOW if handler is None or not conforms or schema != current[kind] else \
-            handler(m, position, task_id, agent_id, data, ts)
+        try:
+            if handler is None or not conforms or schema != current[kind]:
+                moved = SLOW
+            else:
+                moment = _time(ts)
+                if moment.tzinfo is not UTC:
+                    raise ValueError("not a UTC time")
+                moved = handler(m, position, task_id, agent_id, data, moment)
+        except ValueError:  # a payload or time that is not what it says: the plain way
+            moved = SLOW
         if moved is SLOW:
-            apply(m, position, decode(row))
+            slow(m, row)
             minute_text = None  # the plain fold may have swept the bucket away
             continue
         summary.total += 1
@@ -303,7 +347,7 @@ def fold_rows(apply: Callable[[ReadModels, int, Event], ReadModels], m: ReadMode
         by_source[source] = by_source.get(source, 0) + 1
         if ts[:16] != minute_text:
             minute_text = ts[:16]
-            bucket = bucket_of(summary, minute_of(_time(ts)))
+            bucket = bucket_of(summary, minute_of(moment))
         if bucket is not None:
             bucket[SLOT[kind]] += 1
         if moved is not None:

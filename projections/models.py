@@ -16,7 +16,7 @@ import orjson
 
 from domain.codec import StoredEvent
 from domain.events import Event, EventType
-from projections import fast
+from projections import fast, summary
 from projections.agents import AgentsState, agents_online, evolve_agents
 from projections.base import Cold, Projection, dumps
 from projections.summary import MINUTE_BUCKETS, SummaryState, evolve_summary
@@ -54,10 +54,15 @@ class ReadModelsProjection(Projection[ReadModels]):
         evolve_summary(state.summary, position, event, change)
         return state
 
+    def nonconforming(self, state: ReadModels, row: StoredEvent, reason: str,
+                      salvaged: Event | None) -> ReadModels:
+        summary.nonconforming(state.summary, row, reason, readable=salvaged is not None)
+        return state
+
     def fold_rows(self, state: ReadModels, rows: Iterable[StoredEvent]) -> ReadModels:
         if self._plain:
             return super().fold_rows(state, rows)
-        return fast.fold_rows(self.apply, state, rows)
+        return fast.fold_rows(self.fold_row, state, rows)
 
     def dump(self, state: ReadModels) -> str:
         return dumps({"tasks": state.tasks.dump(state.tasks.tasks.merged()),

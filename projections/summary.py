@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from domain.codec import StoredEvent
 from domain.errors import ProjectionError
 from domain.events import Event, EventType
 from domain.task import TaskStatus
+from projections.base import Anomaly, note, parse_anomalies
 from projections.tasks import TaskChange
 
 _T = EventType
@@ -48,19 +50,25 @@ class SummaryState:
     newest_minute: int | None = None
     #: The newest minute some of whose events are in no bucket (None: every event is).
     dropped_through: int | None = None
+    #: Rows that do not conform to their type's schema (see `domain.lenient`), as anomalies of
+    #: the log: their position, type and why.
+    anomalies: list[Anomaly] = field(default_factory=list)
+    anomaly_count: int = 0
 
     def dump(self) -> dict[str, Any]:
         return {"minute_buckets": self.minute_buckets, "total": self.total,
                 "by_type": self.by_type, "by_source": self.by_source,
                 "tasks_by_status": self.tasks_by_status,
                 "minutes": list(self.minutes.items()),  # [[minute, counts], ...]
-                "newest_minute": self.newest_minute, "dropped_through": self.dropped_through}
+                "newest_minute": self.newest_minute, "dropped_through": self.dropped_through,
+                "anomalies": self.anomalies, "anomaly_count": self.anomaly_count}
 
     @classmethod
     def load(cls, raw: dict[str, Any]) -> SummaryState:
         return cls(raw["minute_buckets"], raw["total"], raw["by_type"], raw["by_source"],
                    {TaskStatus(k): n for k, n in raw["tasks_by_status"].items()},
-                   dict(raw["minutes"]), raw["newest_minute"], raw["dropped_through"])
+                   dict(raw["minutes"]), raw["newest_minute"], raw["dropped_through"],
+                   parse_anomalies(raw["anomalies"]), raw["anomaly_count"])
 
 
 # -- the fold (plain: the oracle of `projections.fast`) ------------------------------------------
@@ -78,6 +86,17 @@ def evolve_summary(state: SummaryState, position: int, event: Event,
         bucket[SLOT[kind]] += 1
     if change is not None:
         count_task(state, change)
+
+
+def nonconforming(state: SummaryState, row: StoredEvent, reason: str, readable: bool) -> None:
+    """Note a row that does not conform to its type's schema; one that cannot be read as its
+    type at all (`readable` False: an unknown type, a timestamp that is not a time) is counted
+    here too, since no fold will see it."""
+    note(state, None, row.position, row.event_type, f"does not conform: {reason}")
+    if not readable:
+        state.total += 1
+        state.by_type[row.event_type] = state.by_type.get(row.event_type, 0) + 1
+        state.by_source[row.source] = state.by_source.get(row.source, 0) + 1
 
 
 def count_task(state: SummaryState, change: TaskChange) -> None:

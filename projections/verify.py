@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.codec import decode, row_checksum
-from domain.errors import CorruptEvent, SwarmlogError
+from domain.codec import row_checksum
+from domain.errors import SwarmlogError
+from domain.lenient import nonconformity
 from projections.base import Projection
 from store.archive import sha256_of
 from store.base import Store, first_stored
@@ -30,6 +31,10 @@ class VerifyReport:
     #: Rows without a checksum (written before swarmlog stored them, or by another client):
     #: not a problem, but only their validation vouches for them.
     unchecksummed: int = 0
+    #: Rows stored as the ADR 017 module accepted them, not conforming to their type's schema
+    #: (flagged when stored: not a problem, but named in `notes`).
+    nonconforming: int = 0
+    notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
 
@@ -41,6 +46,10 @@ class VerifyReport:
         self.problem_count += 1
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(text)
+
+    def note(self, text: str) -> None:
+        if len(self.notes) < MAX_PROBLEMS:
+            self.notes.append(text)
 
 
 def verify(store: Store, projections: Sequence[Projection[Any]]) -> VerifyReport:
@@ -91,10 +100,14 @@ def _check_events(store: Store, report: VerifyReport) -> None:
     # Without a prune every stream starts at version 1; after one, at whatever survived.
     pruned = expected > 1
     for row in store.read(after=expected - 1):
-        try:  # validated in full, whatever its checksum says
-            decode(row)
-        except CorruptEvent as e:
-            report.problem(str(e))
+        problem = nonconformity(row)  # validated in full, whatever its checksum says
+        if row.conforms is not None and not row.conforms:
+            report.nonconforming += 1
+            report.note(f"the event at position {row.position} ({row.event_type}) was stored "
+                        "flagged as not conforming to its type's schema: "
+                        f"{problem or 'it conforms now'}")
+        elif problem is not None:
+            report.problem(f"corrupt event at seq {row.position}: {problem}")
         if row.checksum is None:
             report.unchecksummed += 1
         elif row.checksum != row_checksum(row):

@@ -84,9 +84,12 @@ class EventLogStore(Protocol):
         ...
 
     def query(self, where: EventFilter = EVERYTHING, *, after: int = 0, before: int | None = None,
-              limit: int | None = None, newest_first: bool = False) -> Iterator[StoredEvent]:
+              limit: int | None = None, newest_first: bool = False,
+              offset: int = 0) -> Iterator[StoredEvent]:
         """Rows matching `where` with after < position < before, oldest first (newest first if
-        asked), at most `limit`: each query walks the index of its most selective filter."""
+        asked), skipping the first `offset`, at most `limit`: each query walks the index of its
+        most selective filter. Page on with `after` (or `before`): `offset` costs what it skips,
+        and is there for callers that number pages (the ADR 017 facade)."""
         ...
 
     def get(self, event_id: str) -> StoredEvent | None:

@@ -94,13 +94,14 @@ class MemoryStore:
         return self.query(after=after, before=None if until is None else until + 1)
 
     def query(self, where: EventFilter = EVERYTHING, *, after: int = 0, before: int | None = None,
-              limit: int | None = None, newest_first: bool = False) -> Iterator[StoredEvent]:
+              limit: int | None = None, newest_first: bool = False,
+              offset: int = 0) -> Iterator[StoredEvent]:
         with self._lock:
             found = [row for p, row in self._rows.items()
                      if after < p and (before is None or p < before) and _matches(where, row)]
         if newest_first:
             found.reverse()
-        return iter(found[:limit])
+        return iter(found[offset:][:limit])
 
     def get(self, event_id: str) -> StoredEvent | None:
         with self._lock:

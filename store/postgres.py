@@ -46,9 +46,9 @@ CHANNEL = "swarmlog_events"
 
 _DIALECT = Dialect(
     mark="%s",
-    columns="seq, id, event_type, source, task_id, agent_id, data::text, timestamp, stream_id, "
+    columns="seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
             "stream_version, schema_version, conforms, checksum",
-    head="SELECT head FROM log_head",
+    head="SELECT head FROM swarmlog_head",
     index_hints=False,
 )
 # One statement stores a batch: the rows, the new stream heads, the counter and the NOTIFY.
@@ -57,7 +57,7 @@ _INSERT = f"""
 WITH rows AS (
     INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp,
                            stream_id, schema_version, conforms, checksum, stream_version)
-    SELECT r.seq, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data::json, r.timestamp,
+    SELECT r.seq, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp,
            r.stream_id, r.schema_version, r.conforms, r.checksum, r.stream_version
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
                 %b::text[], %b::text[], %b::text[], %b::int[], %b::bool[], %b::bigint[],
@@ -65,11 +65,11 @@ WITH rows AS (
          AS r(seq, id, event_type, source, task_id, agent_id, data, timestamp,
               stream_id, schema_version, conforms, checksum, stream_version)
 ), heads AS (
-    INSERT INTO streams (stream_id, version)
+    INSERT INTO swarmlog_streams (stream_id, version)
     SELECT * FROM unnest(%b::text[], %b::bigint[])
     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version
 ), counter AS (
-    UPDATE log_head SET head = %s
+    UPDATE swarmlog_head SET head = %s
 )
 SELECT pg_notify('{CHANNEL}', %s)
 """
@@ -185,7 +185,7 @@ class PostgresStore(SQLStore):
             return
         try:
             with self._pool.connection() as conn, conn.transaction():
-                row = conn.execute("SELECT head FROM log_head FOR UPDATE").fetchone()
+                row = conn.execute("SELECT head FROM swarmlog_head FOR UPDATE").fetchone()
                 assert row is not None
                 tx = _Transaction(conn, row[0])
                 self._local.tx = tx
@@ -255,7 +255,7 @@ class PostgresStore(SQLStore):
         streams = list(dict.fromkeys([r.stream_id for r in rows] + list(expected)))
         # Under the writer lock nobody else changes these between this look-up and the insert.
         found = tx.conn.execute(
-            "SELECT false, stream_id, version FROM streams WHERE stream_id = ANY(%b) "
+            "SELECT false, stream_id, version FROM swarmlog_streams WHERE stream_id = ANY(%b) "
             "UNION ALL SELECT true, id, seq FROM event_log WHERE id = ANY(%b)",
             (streams, [r.id for r in rows]), binary=True).fetchall()
         heads = dict.fromkeys(streams, 0)

@@ -18,7 +18,7 @@ Every index ends in `seq`, as SQLite's do implicitly (its index entries carry th
 from __future__ import annotations
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: The transaction-scoped advisory lock key that serialises migrations ("Swarmlog" in ASCII).
 MIGRATION_LOCK = 0x5377_6172_6D6C_6F67
@@ -135,12 +135,29 @@ ALTER TABLE event_log ADD COLUMN conforms boolean DEFAULT true;
 ALTER TABLE event_log ALTER COLUMN conforms DROP DEFAULT;
 """
 
+# Every table but ADR 017's event_log carries swarmlog's name (a host's tables may share the
+# database). `data` becomes text: a payload stored as the ADR 017 module accepted it need not be
+# JSON (`domain.lenient`), and text keeps every byte. Timestamps and item keys compare as bytes
+# ("C"), as on SQLite, whatever the database's collation.
+_OWN_NAMES = """
+ALTER TABLE streams RENAME TO swarmlog_streams;
+ALTER TABLE snapshots RENAME TO swarmlog_snapshots;
+ALTER TABLE snapshot_items RENAME TO swarmlog_snapshot_items;
+ALTER TABLE prunes RENAME TO swarmlog_prunes;
+ALTER TABLE log_head RENAME TO swarmlog_head;
+ALTER INDEX idx_snapshots_lookup RENAME TO idx_swarmlog_snapshots_lookup;
+ALTER TABLE event_log ALTER COLUMN data TYPE text;
+ALTER TABLE event_log ALTER COLUMN timestamp TYPE text COLLATE "C";
+ALTER TABLE swarmlog_snapshot_items ALTER COLUMN key TYPE text COLLATE "C";
+"""
+
 #: (version, name, SQL), applied in order, each in the transaction that records it.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "0001_event_log_streams_snapshots_prunes", _INITIAL),
     (2, "0002_snapshot_items", _SNAPSHOT_ITEMS),
     (3, "0003_event_checksums", _EVENT_CHECKSUMS),
     (4, "0004_conformance", _CONFORMANCE),
+    (5, "0005_own_names_text_data", _OWN_NAMES),
 ]
 
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION

@@ -7,15 +7,15 @@ versions, and from then on the log is append-only.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlite_utils import Database, Migrations
 
-from domain.codec import StoredEvent, decode, row_checksum
+from domain.codec import StoredEvent, decode, row_checksum, timestamp_text
 from domain.errors import CorruptEvent
 
 migrations = Migrations("swarmlog")
 
-#: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 5
 
 
 @migrations(name="0001_adr017_event_log")
@@ -39,6 +39,14 @@ _STREAM_OF = (
 )
 
 
+def _utc_text(stamp: str) -> str:
+    try:
+        moment = datetime.fromisoformat(stamp)
+        return stamp if moment.tzinfo is None else timestamp_text(moment)
+    except (ValueError, OverflowError, TypeError):
+        return stamp
+
+
 @migrations(name="0002_positions_streams_append_only")
 def _positions_streams_append_only(db: Database) -> None:
     db.execute(
@@ -57,27 +65,34 @@ def _positions_streams_append_only(db: Database) -> None:
             UNIQUE (stream_id, stream_version)
         )"""
     )
-    # Rows of an ADR 017 database get positions in time order and per-stream versions.
+    # Rows of an ADR 017 database get positions in time order and per-stream versions, and
+    # their timestamps swarmlog's one spelling (UTC, microseconds), so that text order is time
+    # order (the seed's module left out a zero fraction); a timestamp that is no time stays as
+    # it is (its row will not conform).
+    db.conn.create_function("swarmlog_utc", 1, _utc_text, deterministic=True)
     db.execute(
         f"""INSERT INTO event_log_v2 (id, event_type, source, task_id, agent_id, data, timestamp,
                                       stream_id, stream_version)
-            SELECT id, event_type, source, task_id, agent_id, data, timestamp, stream,
-                   ROW_NUMBER() OVER (PARTITION BY stream ORDER BY timestamp, rowid)
-            FROM (SELECT *, rowid, {_STREAM_OF} AS stream FROM event_log)
-            ORDER BY timestamp, rowid"""
+            SELECT id, event_type, source, task_id, agent_id, data, stamp, stream,
+                   ROW_NUMBER() OVER (PARTITION BY stream ORDER BY stamp, rowid)
+            FROM (SELECT *, rowid, {_STREAM_OF} AS stream, swarmlog_utc(timestamp) AS stamp
+                  FROM event_log)
+            ORDER BY stamp, rowid"""
     )
     db.execute("DROP TABLE event_log")
     db.execute("ALTER TABLE event_log_v2 RENAME TO event_log")
     for column in ("task_id", "agent_id", "timestamp", "event_type"):
         db.execute(f"CREATE INDEX idx_event_log_{column} ON event_log ({column})")
     db.execute(
-        "CREATE TABLE streams (stream_id TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
+        "CREATE TABLE swarmlog_streams (stream_id TEXT PRIMARY KEY, version INTEGER NOT NULL) "
+        "WITHOUT ROWID"
     )
     db.execute(
-        "INSERT INTO streams SELECT stream_id, max(stream_version) FROM event_log GROUP BY stream_id"
+        "INSERT INTO swarmlog_streams SELECT stream_id, max(stream_version) FROM event_log "
+        "GROUP BY stream_id"
     )
     db.execute(
-        """CREATE TABLE snapshots (
+        """CREATE TABLE swarmlog_snapshots (
             id INTEGER PRIMARY KEY,
             projection TEXT NOT NULL,
             version INTEGER NOT NULL,
@@ -86,9 +101,10 @@ def _positions_streams_append_only(db: Database) -> None:
             created_at TEXT NOT NULL
         )"""
     )
-    db.execute("CREATE INDEX idx_snapshots_lookup ON snapshots (projection, version, position)")
+    db.execute("CREATE INDEX idx_swarmlog_snapshots_lookup ON swarmlog_snapshots "
+               "(projection, version, position)")
     db.execute(
-        """CREATE TABLE prunes (
+        """CREATE TABLE swarmlog_prunes (
             id INTEGER PRIMARY KEY,
             first_position INTEGER NOT NULL,
             last_position INTEGER NOT NULL,
@@ -101,15 +117,15 @@ def _positions_streams_append_only(db: Database) -> None:
     )
     # Append-only, enforced for every SQL client: no UPDATE ever, and DELETE only while the
     # prune primitive holds the gate open inside its own write transaction.
-    db.execute("CREATE TABLE prune_gate (open INTEGER NOT NULL)")
-    db.execute("INSERT INTO prune_gate VALUES (0)")
+    db.execute("CREATE TABLE swarmlog_prune_gate (open INTEGER NOT NULL)")
+    db.execute("INSERT INTO swarmlog_prune_gate VALUES (0)")
     db.execute(
         """CREATE TRIGGER event_log_no_update BEFORE UPDATE ON event_log
            BEGIN SELECT RAISE(ABORT, 'event_log is append-only: UPDATE is not allowed'); END"""
     )
     db.execute(
         """CREATE TRIGGER event_log_no_delete BEFORE DELETE ON event_log
-           WHEN (SELECT open FROM prune_gate) IS NOT 1
+           WHEN (SELECT open FROM swarmlog_prune_gate) IS NOT 1
            BEGIN SELECT RAISE(ABORT, 'event_log is append-only: DELETE only through prune'); END"""
     )
 
@@ -119,7 +135,7 @@ def _snapshot_items(db: Database) -> None:
     # The entries a read model keeps out of memory (closed tasks), written with the snapshots:
     # the entry `key` as of a snapshot at P is its newest item at a position <= P.
     db.execute(
-        """CREATE TABLE snapshot_items (
+        """CREATE TABLE swarmlog_snapshot_items (
             projection TEXT NOT NULL,
             version INTEGER NOT NULL,
             key TEXT NOT NULL,
@@ -172,3 +188,24 @@ def _conforms(row: StoredEvent) -> bool:
     except CorruptEvent:
         return False
     return True
+
+
+@migrations(name="0006_own_table_names")
+def _own_table_names(db: Database) -> None:
+    # The log lives beside a host's own tables (the seed's data/swarm.db holds its tasks, bids
+    # and registry): every table but ADR 017's event_log carries swarmlog's name, so none can
+    # collide with a host's. Logs created before this migration used plain names; newer ones
+    # are created with swarmlog's (0002, 0003). The DELETE guard's reference to the gate is
+    # renamed with the gate.
+    if db["swarmlog_streams"].exists():
+        return
+    for table in ("streams", "snapshots", "snapshot_items", "prunes", "prune_gate"):
+        db.execute(f"ALTER TABLE {table} RENAME TO swarmlog_{table}")
+    db.execute("DROP INDEX idx_snapshots_lookup")
+    db.execute("CREATE INDEX idx_swarmlog_snapshots_lookup ON swarmlog_snapshots "
+               "(projection, version, position)")
+
+
+#: The names of swarmlog's migrations, in order: a database that has applied one not listed
+#: here was written by a newer swarmlog.
+NAMES = [m.name for m in migrations._migrations]

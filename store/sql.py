@@ -97,7 +97,8 @@ class SQLStore:
             after = rows[-1].position
 
     def query(self, where: EventFilter = EVERYTHING, *, after: int = 0, before: int | None = None,
-              limit: int | None = None, newest_first: bool = False) -> Iterator[StoredEvent]:
+              limit: int | None = None, newest_first: bool = False,
+              offset: int = 0) -> Iterator[StoredEvent]:
         if where.types is not None and not where.types:
             return
         conditions, params, index = self._conditions(where)
@@ -107,7 +108,7 @@ class SQLStore:
                 # The planner would walk the whole log in position order for a time range: find
                 # the range's positions on the timestamp index (ints only), then fetch by those.
                 yield from self._by_positions(conditions, params, after, before, limit,
-                                              newest_first)
+                                              newest_first, offset)
                 return
             # "The first (or newest) few since T": walk the log in position order from that end
             # and stop at the first matches (the cut of a prune costs its old prefix, not the
@@ -117,12 +118,15 @@ class SQLStore:
         m = self.dialect.mark
         order = "DESC" if newest_first else "ASC"
         left = limit
+        skip = offset  # the first page skips `offset` matches; the pages after it are keyed
         while left is None or left > 0:
             size = _PAGE if left is None else min(_PAGE, left)
             window = [f"seq > {m}"] + ([] if before is None else [f"seq < {m}"])
             sql = (f"SELECT {self.dialect.columns} FROM event_log{hint} WHERE "
-                   + " AND ".join(window + conditions) + f" ORDER BY seq {order} LIMIT {size}")
+                   + " AND ".join(window + conditions) + f" ORDER BY seq {order} LIMIT {size}"
+                   + (f" OFFSET {int(skip)}" if skip else ""))
             rows = self._rows(sql, [after, *([] if before is None else [before]), *params])
+            skip = 0
             yield from rows
             if len(rows) < size:
                 return
@@ -166,7 +170,7 @@ class SQLStore:
         return conditions, params, index
 
     def _by_positions(self, conditions: list[str], params: list[Any], after: int,
-                      before: int | None, limit: int | None, newest_first: bool
+                      before: int | None, limit: int | None, newest_first: bool, offset: int
                       ) -> Iterator[StoredEvent]:
         m = self.dialect.mark
         window = [f"seq > {m}"] + ([] if before is None else [f"seq < {m}"])
@@ -174,7 +178,8 @@ class SQLStore:
             "SELECT seq FROM event_log INDEXED BY idx_event_log_timestamp WHERE "
             + " AND ".join(conditions + window),
             [*params, after, *([] if before is None else [before])])
-        positions = sorted((seq for (seq,) in found), reverse=newest_first)[:limit]
+        positions = sorted((seq for (seq,) in found), reverse=newest_first)
+        positions = positions[offset:][:limit]
         for i in range(0, len(positions), _CHUNK):
             chunk = positions[i : i + _CHUNK]
             rows = self._rows(f"SELECT {self.dialect.columns} FROM event_log WHERE seq IN "
@@ -206,7 +211,7 @@ class SQLStore:
         for i in range(0, len(names), _CHUNK):
             chunk = names[i : i + _CHUNK]
             versions.update(self._fetch(
-                f"SELECT stream_id, version FROM streams WHERE stream_id IN "
+                f"SELECT stream_id, version FROM swarmlog_streams WHERE stream_id IN "
                 f"({','.join([m] * len(chunk))})", chunk))
         return versions
 
@@ -217,11 +222,11 @@ class SQLStore:
         m = self.dialect.mark
         with self.transaction():
             snapshot_id = self._insert_returning_id(
-                "INSERT INTO snapshots (projection, version, position, state, created_at) "
+                "INSERT INTO swarmlog_snapshots (projection, version, position, state, created_at) "
                 f"VALUES ({m}, {m}, {m}, {m}, {m})",
                 (projection, version, position, state, timestamp_text(utc_now())))
             self._executemany(
-                "INSERT INTO snapshot_items (projection, version, key, position, state) "
+                "INSERT INTO swarmlog_snapshot_items (projection, version, key, position, state) "
                 f"VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (projection, version, key, position) "
                 "DO UPDATE SET state = excluded.state",
                 ((projection, version, key, position, text) for key, text in items))
@@ -231,7 +236,7 @@ class SQLStore:
                         upto: int | None = None) -> SnapshotRecord | None:
         m = self.dialect.mark
         rows = self._fetch(
-            "SELECT id, projection, version, position, state, created_at FROM snapshots "
+            "SELECT id, projection, version, position, state, created_at FROM swarmlog_snapshots "
             f"WHERE projection = {m} AND version = {m} AND position <= {m} "
             "ORDER BY position DESC, id DESC LIMIT 1",
             (projection, version, 2**63 - 1 if upto is None else upto))
@@ -240,7 +245,7 @@ class SQLStore:
     def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
         state = "state" if with_state else "''"
         rows = self._fetch(f"SELECT id, projection, version, position, {state}, created_at "
-                           "FROM snapshots ORDER BY id")
+                           "FROM swarmlog_snapshots ORDER BY id")
         return [SnapshotRecord(*r) for r in rows]
 
     def delete_snapshots(self, ids: Collection[int]) -> int:
@@ -248,13 +253,13 @@ class SQLStore:
             return 0
         with self.transaction():
             listed = list(ids)
-            return self._execute("DELETE FROM snapshots WHERE id IN "
+            return self._execute("DELETE FROM swarmlog_snapshots WHERE id IN "
                                  f"({','.join([self.dialect.mark] * len(listed))})", listed)
 
     def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
         m = self.dialect.mark
         rows = self._fetch(
-            f"SELECT state FROM snapshot_items WHERE projection = {m} AND version = {m} AND "
+            f"SELECT state FROM swarmlog_snapshot_items WHERE projection = {m} AND version = {m} AND "
             f"key = {m} AND position <= {m} ORDER BY position DESC LIMIT 1",
             (projection, version, key, upto))
         return rows[0][0] if rows else None
@@ -265,8 +270,8 @@ class SQLStore:
         starts, values = self.dialect.key_prefix(prefix)
         # Each key's newest item at or before `upto`.
         rows = self._fetch(
-            f"SELECT key, state FROM snapshot_items i WHERE projection = {m} AND version = {m} "
-            f"AND {starts} AND position = (SELECT max(position) FROM snapshot_items j WHERE "
+            f"SELECT key, state FROM swarmlog_snapshot_items i WHERE projection = {m} AND version = {m} "
+            f"AND {starts} AND position = (SELECT max(position) FROM swarmlog_snapshot_items j WHERE "
             "j.projection = i.projection AND j.version = i.version AND j.key = i.key AND "
             f"j.position <= {m}) ORDER BY key", (projection, version, *values, upto))
         return [(key, state) for key, state in rows]
@@ -276,7 +281,7 @@ class SQLStore:
     def prunes(self) -> list[PruneRecord]:
         rows = self._fetch(
             "SELECT id, first_position, last_position, count, cutoff, pruned_at, archive_path, "
-            "archive_sha256 FROM prunes ORDER BY id")
+            "archive_sha256 FROM swarmlog_prunes ORDER BY id")
         return [PruneRecord(*r) for r in rows]
 
     def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
@@ -287,7 +292,7 @@ class SQLStore:
             removed = self._execute(f"DELETE FROM event_log WHERE seq <= {m}", (last,))
             self._open_prune_gate(False)
             self._execute(
-                "INSERT INTO prunes (first_position, last_position, count, cutoff, pruned_at, "
+                "INSERT INTO swarmlog_prunes (first_position, last_position, count, cutoff, pruned_at, "
                 f"archive_path, archive_sha256) VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})",
                 (first, last, removed, cutoff, timestamp_text(utc_now()), archive_path,
                  archive_sha256))

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
-from store.schema import SCHEMA_VERSION, migrations
+from store.schema import NAMES, migrations
 from store.sql import Dialect, SQLStore
 
 _DIALECT = Dialect(
@@ -36,7 +36,7 @@ _INSERT = (
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT_HEAD = (
-    "INSERT INTO streams (stream_id, version) VALUES (?, ?) "
+    "INSERT INTO swarmlog_streams (stream_id, version) VALUES (?, ?) "
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
 )
 _POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
@@ -61,6 +61,11 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"cannot open {self.location}: {e.strerror}") from e
         if not create and not found:
             raise StoreError(f"no swarmlog database at {self.location}")
+        if not found:
+            try:  # (the default, data/swarm.db, is in a folder of its own)
+                Path(self.location).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create {self.location}: {e.strerror}") from e
         self._lock = threading.RLock()
         self._depth = 0
         self._busy_timeout = busy_timeout
@@ -90,20 +95,22 @@ class SQLiteStore(SQLStore):
         return StoreError(f"cannot {doing} {self.location}: {text}")
 
     def _migrate(self) -> None:
-        found = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if found > SCHEMA_VERSION:
+        # swarmlog's schema version is the list of its migrations applied (in sqlite-utils'
+        # `_sqlite_migrations`), never `PRAGMA user_version`: that is the host's, in a shared file.
+        db = Database(self._conn)
+        applied = [m.name for m in migrations.applied(db)]
+        unknown = [name for name in applied if name not in NAMES]
+        if unknown:
             raise StoreError(
-                f"{self.location} has schema version {found}, newer than this swarmlog "
-                f"understands ({SCHEMA_VERSION}); upgrade swarmlog")
-        if found == SCHEMA_VERSION:
+                f"{self.location} has swarmlog migrations this swarmlog does not know "
+                f"({', '.join(unknown)}): it was written by a newer swarmlog; upgrade swarmlog")
+        if len(applied) == len(NAMES):
             return
         if self.read_only:
             raise StoreError(f"{self.location} is read-only and needs a schema upgrade "
-                             f"(version {found} to {SCHEMA_VERSION}): open it writable once")
+                             f"({len(NAMES) - len(applied)} migrations): open it writable once")
         with self.transaction():  # one writer migrates; a racing opener waits, then finds it done
-            if self._conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                migrations.apply(Database(self._conn))
-                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            migrations.apply(db)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -161,7 +168,7 @@ class SQLiteStore(SQLStore):
             raise self._error("write to", e) from e
 
     def _open_prune_gate(self, opened: bool) -> None:
-        self._execute("UPDATE prune_gate SET open = ?", (int(opened),))
+        self._execute("UPDATE swarmlog_prune_gate SET open = ?", (int(opened),))
 
     # -- appending ------------------------------------------------------------------------
 
@@ -240,7 +247,7 @@ class SQLiteStore(SQLStore):
     def _insert_one(self, r: StoredEvent) -> int:
         """`_insert` of one row without expectations (`log_event`'s append), as plain SQLite
         does it: no IN list, no executemany, and the position from the cursor."""
-        found = self._conn.execute("SELECT version FROM streams WHERE stream_id = ?",
+        found = self._conn.execute("SELECT version FROM swarmlog_streams WHERE stream_id = ?",
                                    (r.stream_id,)).fetchone()
         version = (found[0] if found else 0) + 1
         seq = self._conn.execute(_INSERT, (r.id, r.event_type, r.source, r.task_id, r.agent_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +23,7 @@ from projections.runner import ProjectionRunner, default_projections
 from projections.summary import SummaryState
 from projections.tasks import TasksState
 from projections.verify import VerifyReport, verify
-from store import EVERYTHING, EventFilter, Store, open_store, stored_count
+from store import EVERYTHING, EventFilter, Store, is_url, open_store, stored_count
 
 #: Once the read models have folded this many events since their snapshots (at start-up, or
 #: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
@@ -29,13 +31,23 @@ from store import EVERYTHING, EventFilter, Store, open_store, stored_count
 #: snapshots are retired (`projections.pruning.retire`): each read model keeps its newest few.
 SNAPSHOT_AFTER = 10_000
 
-#: Where the log lives when nobody says: `$SWARMLOG_DB`, else this file in the working directory.
-DEFAULT_DB = "swarmlog.db"
+#: Where the log lives when nobody says, relative to the working directory: the seed's own file,
+#: shared with the host's other tables.
+DEFAULT_DB = "data/swarm.db"
+
+Subscriber = Callable[[StoredEvent], None]
+log = logging.getLogger("swarmlog")
 
 
 def default_location() -> str:
-    """The database the facade and the CLI use when none is given."""
-    return os.environ.get("SWARMLOG_DB") or DEFAULT_DB
+    """The database `EventLog()`, the facade and the CLI use when none is given:
+    `$SWARMLOG_DB`, else a PostgreSQL `$DATABASE_URL` (as many PostgreSQL tools read it), else
+    `data/swarm.db`."""
+    given = os.environ.get("SWARMLOG_DB")
+    if given:
+        return given
+    url = os.environ.get("DATABASE_URL", "")
+    return url if is_url(url) else DEFAULT_DB
 
 
 class EventLog:
@@ -58,6 +70,10 @@ class EventLog:
         self.runner = ProjectionRunner(self.store, self.projections)
         self._started = False
         self._snapshot_at = 0  # where the read models' newest snapshot (loaded or stored) is
+        self._subscribers: list[Subscriber] = []
+        self._pending: list[StoredEvent] = []  # appended in a transaction not yet committed
+        self._depth = 0
+        self._lock = threading.RLock()
 
     # -- writing --------------------------------------------------------------------------
 
@@ -66,18 +82,84 @@ class EventLog:
         """Append one event or a batch atomically (every event validated first); returns their
         positions. `expected` maps streams to the versions they must be at (see `Store.append`)."""
         batch = [events] if isinstance(events, Event) else list(events)
-        return self.store.append([encode(e) for e in batch], expected)
+        return [r.position for r in self.record([encode(e) for e in batch], expected)]
+
+    def record(self, rows: Sequence[StoredEvent],
+               expected: Mapping[str, int] | None = None) -> list[StoredEvent]:
+        """Append encoded rows atomically and return them as stored (positioned), in order; the
+        subscribers hear of the new ones once they are committed."""
+        listening = bool(self._subscribers) and bool(rows)
+        before = self.store.head() if listening else 0
+        positions = self.store.append(rows, expected)
+        stored = [r._replace(position=p) for r, p in zip(rows, positions, strict=True)]
+        if listening:
+            with self._lock:
+                self._pending += self._as_stored([r for r in stored if r.position > before])
+                if not self._depth:
+                    self._publish()
+        return stored
+
+    def _as_stored(self, new: list[StoredEvent]) -> list[StoredEvent]:
+        """New rows as the store holds them (with their stream versions), each once, in position
+        order; a row it cannot read back (pruned meanwhile) as it was given."""
+        wanted = {r.position: r for r in new}
+        if not wanted:
+            return []
+        found: dict[int, StoredEvent] = {}
+        with contextlib.suppress(StoreError):  # committed already: tell what is known
+            found = {r.position: r for r in self.store.read(min(wanted) - 1, max(wanted))
+                     if r.position in wanted}
+        return [found.get(p, r) for p, r in sorted(wanted.items())]
+
+    def _publish(self) -> None:
+        rows, self._pending = self._pending, []
+        for row in rows:
+            for subscriber in list(self._subscribers):
+                try:
+                    subscriber(row)
+                except Exception:  # a subscriber never loses or fails an append
+                    log.exception("a subscriber of %s failed on the event at position %d",
+                                  self.location, row.position)
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call `callback(row)` for every event this log appends, after it is committed, in
+        append order (this process's appends only: other processes' are seen by `tail -f`
+        and `runner.follow`). A callback that raises is logged and changes nothing. Returns
+        the function that unsubscribes it."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction around several appends (all or nothing); subscribers hear of
+        them once it commits."""
+        with self._lock:
+            self._depth += 1
+            try:
+                with self.store.transaction():
+                    yield
+            except BaseException:
+                if self._depth == 1:
+                    self._pending = []
+                raise
+            finally:
+                self._depth -= 1
+            if not self._depth:
+                self._publish()
 
     def log(self, event_type: EventType | str, source: str, task_id: str | None = None,
             agent_id: str | None = None, data: Mapping[str, Any] | None = None, *,
             timestamp: datetime | None = None) -> StoredEvent:
         """Validate loose arguments into a typed event, append it, and return it as stored."""
         event = build_event(event_type, source, task_id, agent_id, data, timestamp=timestamp)
-        (position,) = self.append(event)
-        stored = self.store.get(event.id)
-        if stored is None:  # pruned already by another process (it was logged as old)
-            raise StoreError(f"event {event.id} was stored at position {position} and pruned since")
-        return stored
+        (row,) = self.record([encode(event)])
+        return self.store.get(event.id) or row  # (pruned meanwhile: as it was appended)
 
     # -- reading --------------------------------------------------------------------------
 

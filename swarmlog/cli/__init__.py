@@ -2,7 +2,7 @@
 
 Each command parses, calls the library, renders. Every listing takes `--json` (the same rows the
 table shows). Errors are one line on stderr and exit code 2; the database is opened in one place,
-`_open`, from `--db`, `$SWARMLOG_DB` or ./swarmlog.db (a `postgresql://` URL works too).
+`_open`, from `--db`, `$SWARMLOG_DB` or data/swarm.db (a `postgresql://` URL works too).
 """
 
 from swarmlog.cli import maintenance, reading  # each registers its commands on `cli`

@@ -1,5 +1,5 @@
 """The `swarmlog` group and what its commands share: opening the log (one place: `--db`,
-`$SWARMLOG_DB` or ./swarmlog.db, or a `postgresql://` URL), options, rendering, errors."""
+`$SWARMLOG_DB` or data/swarm.db, or a `postgresql://` URL), options, rendering, errors."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from swarmlog.log import EventLog, default_location
 from swarmlog.timeparse import parse_moment
 
 F = TypeVar("F", bound=Callable[..., Any])
-_DB = "swarmlog.db"
+_DB = "swarmlog.db_option"
 
 
 def _version() -> str:
@@ -84,7 +84,7 @@ def _remember_db(ctx: click.Context, param: click.Parameter, value: str | None) 
 def db_option(f: F) -> F:
     return click.option(
         "--db", metavar="PATH|URL", expose_value=False, callback=_remember_db, is_eager=True,
-        help="The log: an SQLite file or a postgresql:// URL [default: $SWARMLOG_DB or ./swarmlog.db].",
+        help="The log: an SQLite file or a postgresql:// URL [default: $SWARMLOG_DB, else data/swarm.db].",
     )(f)
 
 
@@ -148,7 +148,7 @@ def progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], 
 def cli() -> None:
     """swarmlog: an event-sourced audit log for agent swarms.
 
-    The log is --db PATH (or a postgresql:// URL), else $SWARMLOG_DB, else ./swarmlog.db.
+    The log is --db PATH (or a postgresql:// URL), else $SWARMLOG_DB, else data/swarm.db.
 
     \b
     Example:

@@ -54,7 +54,8 @@ def verify(as_json: bool) -> None:
     report = open_log().verify()
     data = {"ok": report.ok, "events": report.events, "streams": report.streams,
             "snapshots": report.snapshots, "archives": report.archives,
-            "unchecksummed": report.unchecksummed, "problem_count": report.problem_count,
+            "unchecksummed": report.unchecksummed, "nonconforming": report.nonconforming,
+            "notes": report.notes, "problem_count": report.problem_count,
             "problems": report.problems}
     if as_json:
         emit_json(data)
@@ -63,8 +64,12 @@ def verify(as_json: bool) -> None:
                    f"{_many(report.snapshots, 'snapshot')}, "
                    f"{_many(report.archives, 'archive segment')}"
                    + (f" ({report.unchecksummed} events without a checksum, validated only)"
-                      if report.unchecksummed else ""))
+                      if report.unchecksummed else "")
+                   + (f"; {report.nonconforming} stored flagged as not conforming to their "
+                      "type's schema" if report.nonconforming else ""))
         click.echo(checked + (": all good" if report.ok else ""))
+        for note in report.notes:
+            click.echo(f"note: {note}")
         for problem in report.problems:
             click.echo(f"problem: {problem}", err=True)
     if not report.ok:

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, CorruptEvent, InvalidEvent, StoreError
 from domain.events import Event, EventType
+from domain.lenient import encode_as_given
 from store import (
     EVERYTHING,
     EventFilter,
@@ -434,8 +435,8 @@ def test_count_by_type_counts_each_type_in_a_time_range(store: Store) -> None:
 
 def test_ids_and_texts_that_look_like_sql_are_stored_verbatim(store: Store) -> None:
     task, agent, source = "t1'; DROP TABLE event_log; --", 'a" OR 1=1 --', "x%s?%%"
-    hostile = ev(_T.BID_SUBMITTED, task, agent, source=source, id="e'); DELETE FROM streams; --",
-                 bid_sats=1, note="'); DROP TABLE snapshots; --")
+    hostile = ev(_T.BID_SUBMITTED, task, agent, source=source, id="e'); DELETE FROM swarmlog_streams; --",
+                 bid_sats=1, note="'); DROP TABLE swarmlog_snapshots; --")
     store.append(rows(bid("t1", "a", 0), hostile))
     for where in (EventFilter(task_id=task), EventFilter(agent_id=agent),
                   EventFilter(source=source)):
@@ -462,6 +463,22 @@ def test_a_payload_keeps_its_exact_json_text(store: Store) -> None:
     decoded = next(store.read()).event
     assert decoded.data.model_extra is not None
     assert decoded.data.model_extra["alpha"]["a"] == 'ünïcødé ✓ "q"'
+
+
+def test_an_event_stored_as_the_adr017_module_took_it_reads_back_exactly(store: Store) -> None:
+    """What the facade stores as given (not conforming: an empty source, a payload that is not
+    JSON, NUL and lone-surrogate escapes, 70-bit integers) every backend keeps byte for byte."""
+    given = [
+        encode_as_given("task.created", "", "t1"),
+        encode_as_given("system.warning", "cron", data={"ratio": float("nan"), "inf": float("inf")}),
+        encode_as_given("system.info", "c", data={"text": "nul\x00and\ud800", "big": 2**70}),
+        encode_as_given("bid.submitted", "c", "t1", "a1", {"bid_sats": 12.5}),
+    ]
+    assert [r.conforms for r in given] == [False] * 4
+    store.append(given)
+    back = list(store.read())
+    assert [(r.source, r.data, bool(r.conforms)) for r in back] == [
+        (r.source, r.data, False) for r in given]
 
 
 # -- pruning ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from domain.codec import encode
 from domain.errors import CorruptEvent, StoreError
 from domain.events import EventType
 from store import EVERYTHING, EventFilter, SQLiteStore, prefix_end
-from store.schema import SCHEMA_VERSION, migrations
+from store.schema import migrations
 from tests.strategies import EPOCH, ev, rows
 
 _T = EventType
@@ -42,7 +42,6 @@ def test_the_log_is_in_wal_mode_with_normal_sync_and_a_busy_timeout(path: str) -
         assert pragma(store, "journal_mode") == "wal"
         assert pragma(store, "synchronous") == 1  # NORMAL: durable at each checkpoint, with WAL
         assert pragma(store, "busy_timeout") == 10_000
-        assert pragma(store, "user_version") == SCHEMA_VERSION
     with SQLiteStore(path, busy_timeout=0.25) as patient:
         assert pragma(patient, "busy_timeout") == 250
 
@@ -101,10 +100,35 @@ def test_opening_without_create_needs_an_existing_file(tmp_path: Path) -> None:
 def test_a_database_from_a_newer_swarmlog_is_refused(path: str) -> None:
     SQLiteStore(path).close()
     raw = sqlite3.connect(path)
-    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                "VALUES ('swarmlog', '0999_from_the_future', '2030-01-01')")
+    raw.commit()
     raw.close()
-    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer than"):
+    with pytest.raises(StoreError, match=r"0999_from_the_future.*newer swarmlog"):
         SQLiteStore(path)
+
+
+def test_the_log_lives_beside_a_hosts_tables_and_user_version_without_touching_them(
+        path: str) -> None:
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA user_version = 42")  # the host's own schema version
+    for table in ("tasks", "bids", "registry", "snapshots", "streams", "prunes"):
+        raw.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, what TEXT)")
+        raw.execute(f"INSERT INTO {table} VALUES ('1', 'the host''s {table}')")
+    raw.commit()
+    raw.close()
+    with SQLiteStore(path) as store:
+        store.append(rows(ev(_T.TASK_CREATED, "t1")))
+        store.save_snapshot("p", 1, 1, "{}")
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA user_version").fetchone() == (42,)
+    for table in ("tasks", "bids", "registry", "snapshots", "streams", "prunes"):
+        assert raw.execute(f"SELECT * FROM {table}").fetchall() == [("1", f"the host's {table}")]
+    ours = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert ours - {"tasks", "bids", "registry", "snapshots", "streams", "prunes"} == {
+        "event_log", "sqlite_sequence", "_sqlite_migrations", "swarmlog_streams",
+        "swarmlog_snapshots", "swarmlog_snapshot_items", "swarmlog_prunes", "swarmlog_prune_gate"}
+    raw.close()
 
 
 # -- older databases, upgraded on open -------------------------------------------------------------
@@ -150,7 +174,7 @@ def test_a_database_of_the_seed_adr017_schema_is_upgraded_on_open(path: str) -> 
         assert store.append(rows(ev(_T.BID_SUBMITTED, "t1", "a1", bid_sats=1)),
                             expected={"task-t1": 3}) == [8]
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 0  # the host's, untouched
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         raw.execute("UPDATE event_log SET source = 'forged'")  # the guard is back after 0005
     raw.close()
@@ -171,7 +195,6 @@ def test_opening_an_upgraded_database_again_changes_nothing(path: str) -> None:
 def test_a_version_4_database_marks_each_row_conforming_or_not_on_upgrade(path: str) -> None:
     migrations.apply(Database(path), stop_before="0005_conformance")
     raw = sqlite3.connect(path, isolation_level=None)
-    raw.execute("PRAGMA user_version = 4")
     ours, valid, invalid, altered = (
         encode(ev(_T.TASK_CREATED, "t1")),
         encode(ev(_T.TASK_BIDDING, "t1", window_seconds=30.0))._replace(checksum=None),
@@ -184,7 +207,7 @@ def test_a_version_4_database_marks_each_row_conforming_or_not_on_upgrade(path: 
                     "(?,?,?,?,?,?,?,?,?,?,?)", (r.id, r.event_type, r.source, r.task_id,
                                                 r.agent_id, r.data, r.timestamp, r.stream_id,
                                                 version, r.schema_version, r.checksum))
-    raw.execute("INSERT INTO streams VALUES ('task-t1', 4)")
+    raw.execute("INSERT INTO swarmlog_streams VALUES ('task-t1', 4)")
     raw.close()
     with SQLiteStore(path) as store:
         found = list(store.read())
