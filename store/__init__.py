@@ -40,8 +40,10 @@ __all__ = [
 ]
 
 
-def open_store(location: str | os.PathLike[str], *, create: bool = True) -> Store:
-    """A store for an SQLite file path or a `postgresql://` URL."""
+def open_store(location: str | os.PathLike[str], *, create: bool = True,
+               read_only: bool = False) -> Store:
+    """A store for an SQLite file path or a `postgresql://` URL; `read_only` opens one that
+    must exist, and creates, migrates and writes nothing."""
     text = str(location)
     if is_url(text):
         try:
@@ -49,5 +51,5 @@ def open_store(location: str | os.PathLike[str], *, create: bool = True) -> Stor
         except ImportError as e:
             raise StoreError(f"cannot open {redact(text)}: the PostgreSQL backend is not "
                              f"available ({e})") from e
-        return PostgresStore(text)
-    return SQLiteStore(text, create=create)
+        return PostgresStore(text, read_only=read_only)
+    return SQLiteStore(text, create=create, read_only=read_only)

@@ -103,8 +103,9 @@ class PostgresStore(SQLStore):
     dialect = _DIALECT
 
     def __init__(self, url: str, *, lock_timeout: float = 10.0, connect_timeout: float = 10.0,
-                 max_connections: int = 8) -> None:
+                 max_connections: int = 8, read_only: bool = False) -> None:
         self.location = redact(url)
+        self.read_only = read_only
         self._lock_timeout = lock_timeout
         self._local = threading.local()
         try:
@@ -130,6 +131,8 @@ class PostgresStore(SQLStore):
         # READ COMMITTED whatever the server's default: each statement after the writer lock
         # must see what the previous writer committed.
         conn.execute("SET default_transaction_isolation = 'read committed'")
+        if self.read_only:  # the server refuses any write of this store's connections
+            conn.execute("SET default_transaction_read_only = on")
         conn.execute("SELECT set_config('lock_timeout', %s, false)",
                      (f"{int(self._lock_timeout * 1000)}ms",))
 
@@ -162,6 +165,10 @@ class PostgresStore(SQLStore):
                 raise StoreError(
                     f"{self.location} has schema version {found}, newer than this swarmlog "
                     f"understands ({SCHEMA_VERSION}); upgrade swarmlog")
+            if self.read_only and found < SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.location} has no swarmlog log, or one that needs a schema upgrade "
+                    f"(version {found} to {SCHEMA_VERSION}): open it writable once")
             for version, name, sql in MIGRATIONS:
                 if version > found:
                     conn.execute(sql.encode())  # several statements: no parameters

@@ -49,17 +49,19 @@ class SQLiteStore(SQLStore):
     dialect = _DIALECT
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0,
-                 create: bool = True) -> None:
+                 create: bool = True, read_only: bool = False) -> None:
         self.location = str(path)
         memory = self.location == ":memory:"
         try:
             found = memory or Path(self.location).exists()
-            # A file this process may not write is opened read-only: reads work, appends are
-            # refused with a StoreError (instead of failing to open at all).
-            self.read_only = found and not memory and not os.access(self.location, os.W_OK)
+            # Opened read-only when asked (a reader never creates, migrates or writes anything),
+            # and when this process may not write the file: reads work, appends are refused
+            # with a StoreError (instead of failing to open at all).
+            self.read_only = read_only or (found and not memory
+                                           and not os.access(self.location, os.W_OK))
         except OSError as e:
             raise StoreError(f"cannot open {self.location}: {e.strerror}") from e
-        if not create and not found:
+        if (read_only or not create) and not found:
             raise StoreError(f"no swarmlog database at {self.location}")
         if not found:
             try:  # (the default, data/swarm.db, is in a folder of its own)

@@ -58,11 +58,12 @@ class EventLog:
     """
 
     def __init__(self, location: str | os.PathLike[str] | Store | None = None, *,
-                 create: bool = True, projections: Sequence[Projection[Any]] | None = None) -> None:
+                 create: bool = True, read_only: bool = False,
+                 projections: Sequence[Projection[Any]] | None = None) -> None:
         if location is None:
             location = default_location()
         if isinstance(location, str | os.PathLike):
-            self.store: Store = open_store(location, create=create)
+            self.store: Store = open_store(location, create=create, read_only=read_only)
         else:
             self.store = location
         self.location = self.store.location

@@ -296,3 +296,19 @@ def test_the_prune_cut_costs_the_old_prefix_not_the_young_log(path: str) -> None
         assert prefix_end(store, EPOCH + timedelta(minutes=10)) == 10
         store._conn.set_progress_handler(None, 0)
     assert steps < 20, f"{steps * 100} SQLite instructions to find a cut after 10 rows"
+
+
+def test_a_read_only_store_reads_and_never_creates_migrates_or_writes(path: str) -> None:
+    with pytest.raises(StoreError, match="no swarmlog database"):
+        SQLiteStore(path, read_only=True)
+    assert not Path(path).exists()
+    with SQLiteStore(path) as store:
+        store.append(rows(ev(_T.TASK_CREATED, "t1")))
+    before = Path(path).read_bytes()
+    with SQLiteStore(path, read_only=True) as reader:
+        assert [r.task_id for r in reader.read()] == ["t1"]
+        with pytest.raises(StoreError, match="readonly|read-only"):
+            reader.append(rows(ev(_T.TASK_CREATED, "t2")))
+        with pytest.raises(StoreError):
+            reader.save_snapshot("p", 1, 1, "{}")
+    assert Path(path).read_bytes() == before
