@@ -307,7 +307,7 @@ def test_a_read_only_store_reads_and_never_creates_migrates_or_writes(path: str)
     before = Path(path).read_bytes()
     with SQLiteStore(path, read_only=True) as reader:
         assert [r.task_id for r in reader.read()] == ["t1"]
-        with pytest.raises(StoreError, match="readonly|read-only"):
+        with pytest.raises(StoreError, match=r"readonly|read-only"):
             reader.append(rows(ev(_T.TASK_CREATED, "t2")))
         with pytest.raises(StoreError):
             reader.save_snapshot("p", 1, 1, "{}")
