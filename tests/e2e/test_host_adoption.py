@@ -5,6 +5,7 @@ with swarmlog installed editable (this checkout) and non-editable (`pip install 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +37,17 @@ def test_the_hosts_tests_pass_with_swarmlog_installed_editable(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_the_hosts_tests_pass_with_swarmlog_installed_from_a_wheel(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    built = subprocess.run(
+    site, source = tmp_path / "site", tmp_path / "source"
+    source.mkdir()
+    for part in ("domain", "store", "projections", "swarmlog", "pyproject.toml", "README.md"):
+        if (ROOT / part).is_dir():
+            shutil.copytree(ROOT / part, source / part,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / part, source / part)
+    built = subprocess.run(  # (built from a copy: pip leaves build/ and *.egg-info behind)
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--target", str(site), str(ROOT)], capture_output=True, text=True, timeout=240)
+         "--target", str(site), str(source)], capture_output=True, text=True, timeout=240)
     assert built.returncode == 0, built.stderr
     assert (site / "swarmlog" / "event_log.py").exists() and (site / "swarmlog" / "py.typed").exists()
     out = _run_host_tests([site, HOST], site / "swarmlog", cwd=tmp_path)
