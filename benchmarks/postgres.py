@@ -88,7 +88,8 @@ class RawPostgres:
             for r in rows:
                 head += 1
                 version = heads[r[7]] = heads.get(r[7], 0) + 1
-                params.append((head, *r, version))  # the columns of swarmlog's _INSERT
+                # the columns of swarmlog's _INSERT: seq, the row, its stream version, its hash
+                params.append((head, *r[:8], version, *r[8:]))
             columns = [list(column) for column in zip(*params, strict=True)]
             touched = [(s, heads[s]) for s in streams]
             conn.execute(_INSERT, (*columns, [s for s, _ in touched], [v for _, v in touched],

@@ -29,12 +29,21 @@ from benchmarks.peer import PeerLog
 from benchmarks.raw import SUMMARY_SQL_NAIVE, RawLog, serialise
 from benchmarks.report import Row
 from benchmarks.workload import Spec, swarm_specs, to_event
-from domain.codec import timestamp_text
+from domain.codec import StoredEvent, timestamp_text
 from domain.ids import utc_now
+from store import SQLiteStore
+from store.chain import Chain
 from swarmlog.log import EventLog
 
 BATCH = 1000
 now = time.perf_counter
+
+
+class _NoChain(Chain):
+    """The baseline of the chain's cost: an append that makes no hash worth the name."""
+
+    def link(self, previous: bytes, row: StoredEvent) -> bytes:
+        return previous
 
 
 @dataclass
@@ -333,14 +342,16 @@ class Run:
                     got = facade.get_event_summary(60)
                     ours.append(now() - started)
                 else:
-                    since = timestamp_text(utc_now() - timedelta(minutes=60))
-                    want = self.raw.summary(since)
+                    moment = utc_now()
+                    want = self.raw.summary(timestamp_text(moment - timedelta(minutes=60)),
+                                            timestamp_text(moment))
                     theirs.append(now() - started)
         if sum(got.values()) != sum(want.values()) and abs(sum(got.values()) - sum(want.values())) > 5:
             raise RuntimeError(f"get_event_summary disagrees with raw: {got} vs {want}")
-        since = timestamp_text(utc_now() - timedelta(minutes=60))
+        moment = utc_now()
         started = now()
-        self.raw.summary(since, SUMMARY_SQL_NAIVE)
+        self.raw.summary(timestamp_text(moment - timedelta(minutes=60)), timestamp_text(moment),
+                         SUMMARY_SQL_NAIVE)
         self.extra["summary_default_plan_ms"] = (now() - started) * 1000
         self.rows.append(Row(f"get_event_summary(60) at {self.seen:,} events", "ms",
                              statistics.median(ours) * 1000, "raw", statistics.median(theirs) * 1000,
@@ -391,6 +402,44 @@ class Run:
             raise RuntimeError(f"prune removed {report.removed}, raw DELETE {removed}")
         self.rows.append(Row(op, "s", ours, "raw DELETE", theirs, 3.0, higher_is_better=False,
                              note=f"{report.removed:,} events removed"))
+
+    # -- the integrity chain ------------------------------------------------------------------
+
+    def chain(self) -> None:
+        """What the chain costs an append (the same batches into two fresh logs, one making
+        every row's hash, one not: taking turns), and how fast `verify` checks the main log."""
+        n = min(self.cfg.events, 20_000 if self.cfg.quick else 100_000)
+        events = [to_event(s) for s in swarm_specs(n, self.cfg.seed + 1, self.end)]
+        logs = [EventLog(SQLiteStore(self.cfg.workdir / f"{name}.db", chain=chain))
+                for name, chain in (("chained", None), ("unchained", _NoChain()))]
+        rates: list[list[float]] = [[], []]
+        for k, i in enumerate(range(0, n, 5 * BATCH)):
+            chunk = events[i : i + 5 * BATCH]
+            settle()
+            for side in _rotations(k, 2):
+                started = now()
+                for j in range(0, len(chunk), BATCH):
+                    logs[side].append(chunk[j : j + BATCH])
+                rates[side].append(len(chunk) / (now() - started))
+        for log in logs:
+            log.close()
+        chained, unchained = (statistics.median(r) for r in rates)
+        self.rows.append(Row(f"batch append with the chain, {BATCH:,} events/txn", "events/s",
+                             chained, "no chain", unchained, 0.9,
+                             note=f"{n:,} events; median of per-round rates"))
+        settle()
+        with EventLog(self.paths["swarmlog"]) as log:
+            started = now()
+            report = log.verify()
+            took = now() - started
+        if not report.ok:
+            raise RuntimeError(f"the benchmark's log does not verify: {report.problems[:3]}")
+        started = now()
+        walked = self.raw.hash_walk()
+        raw_took = now() - started
+        self.rows.append(Row(f"verify, {report.events:,} events", "events/s",
+                             report.events / took, "raw read + SHA-256 per row", walked / raw_took,
+                             None, note="chain, content and snapshots checked; info"))
 
     # -- PostgreSQL ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Events to stored rows and back: validation at the edge, upcasting of old payloads on read.
 
 A stored row (`StoredEvent`) is the ADR 017 row plus its position, stream, versions, whether it
-conforms to its type's schema, and its checksum: the one shape of a stored event everywhere.
+conforms to its type's schema, and its hash in the log's integrity chain: the one shape of a
+stored event everywhere.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import reprlib
-import zlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -176,8 +176,9 @@ class StoredEvent(NamedTuple):
     #: True: validated as its type when appended (folds need not validate it again); False: it
     #: does not conform to its type's schema; None: written by something else, not checked.
     conforms: bool | None
-    #: The CRC-32 of the fields `decode` reads, as encoded (None: not written by swarmlog).
-    checksum: int | None
+    #: Its link in the log's integrity chain (`store.chain`), made when it is appended (None: not
+    #: appended yet, or written behind swarmlog's back).
+    hash: bytes | None
 
     @property
     def event(self) -> Event:
@@ -197,9 +198,7 @@ def encode_plain(event: Event) -> StoredEvent:
     stamp = event.timestamp.isoformat(timespec="microseconds")
     kind = event.event_type.value
     return StoredEvent(0, event.id, kind, event.source, event.task_id, event.agent_id, data, stamp,
-                       event.stream_id, 0, event.schema_version, True,
-                       checksum(event.id, kind, event.source, event.task_id, event.agent_id, data,
-                                stamp, event.schema_version))
+                       event.stream_id, 0, event.schema_version, True, None)
 
 
 def encode(event: Event) -> StoredEvent:
@@ -229,8 +228,7 @@ def encode(event: Event) -> StoredEvent:
     version = event.schema_version
     return _new_tuple(StoredEvent, (
         0, id_, kind, source, task_id, agent_id, text, stamp, event.stream_id, 0, version, True,
-        zlib.crc32(f"{id_}\x1f{kind}\x1f{source}\x1f{task_id}\x1f{agent_id}\x1f{text}"
-                   f"\x1f{stamp}\x1f{version}".encode())))
+        None))
 
 
 def _fields(row: StoredEvent) -> dict[str, Any]:
@@ -298,19 +296,6 @@ def _plain_numbers(text: str) -> bool:
     """No run of 19 digits (an integer that may not fit in 64 bits, which JSON parsers read
     back as a float) and no NUL escape: the common payload, which `check_storable` passes."""
     return "\\u0000" not in text and _DIGIT_RUN.search(text) is None
-
-
-def checksum(id: str, event_type: str, source: str, task_id: str | None, agent_id: str | None,
-             data: str | None, timestamp: str, schema_version: int) -> int:
-    """The CRC-32 of the fields of a stored row that `decode` reads."""
-    return zlib.crc32(f"{id}\x1f{event_type}\x1f{source}\x1f{task_id}\x1f{agent_id}\x1f{data}"
-                      f"\x1f{timestamp}\x1f{schema_version}".encode())
-
-
-def row_checksum(row: StoredEvent) -> int:
-    """`checksum` of a row's fields."""
-    return checksum(row.id, row.event_type, row.source, row.task_id, row.agent_id, row.data,
-                    row.timestamp, row.schema_version)
 
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__

@@ -10,7 +10,6 @@ why). A fold reads from such a row what does conform (`salvage`), and counts the
 from __future__ import annotations
 
 import json
-import zlib
 from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any
@@ -78,9 +77,7 @@ def encode_as_given(event_type: EventType | str, source: object, task_id: object
     assert source_text is not None
     return StoredEvent(
         0, event_id, kind.value, source_text, task_text, agent_text, text, stamp,
-        _stream(task_text, agent_text), 0, CURRENT_VERSION[kind], conforms,
-        zlib.crc32(f"{event_id}\x1f{kind.value}\x1f{source_text}\x1f{task_text}\x1f{agent_text}"
-                   f"\x1f{text}\x1f{stamp}\x1f{CURRENT_VERSION[kind]}".encode()))
+        _stream(task_text, agent_text), 0, CURRENT_VERSION[kind], conforms, None)
 
 
 @cache

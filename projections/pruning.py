@@ -15,6 +15,7 @@ than silently starting from a partial log.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,37 @@ def _load(store: Store, projection: Projection[Any], snap: SnapshotRecord) -> An
         ) from e
 
 
+def snapshot_problem(store: Store, snap: SnapshotRecord) -> str | None:
+    """Why a snapshot may not be trusted (None: it is bound to the chain at its position and
+    matches its digest). One without a digest is trusted only before the chain began."""
+    if snap.digest is None:
+        start = min((e.start for e in store.epochs()), default=1)
+        return None if snap.position < start else "it has no digest"
+    at = store.hash_at(snap.position)
+    if at is not None and at != snap.chain_hash:
+        return "it is not bound to the chain at its position"
+    if store.chain.digest(snap.chain_hash or b"", snap.projection, snap.version, snap.position,
+                          snap.state) != snap.digest:
+        return "it does not match its digest"
+    return None
+
+
+def _bound_snapshot(store: Store, projection: Projection[Any],
+                    upto: int | None) -> SnapshotRecord | None:
+    """The newest snapshot at or before `upto` that is bound to the chain; one that is not
+    (changed behind swarmlog's back) is passed over, and said so in the log."""
+    snap = store.latest_snapshot(projection.name, projection.version, upto)
+    while snap is not None:
+        problem = snapshot_problem(store, snap)
+        if problem is None:
+            return snap
+        logging.getLogger("swarmlog").warning(
+            "snapshot %d of %s at position %d is passed over: %s (see `swarmlog verify`)",
+            snap.id, snap.projection, snap.position, problem)
+        snap = store.latest_snapshot(projection.name, projection.version, snap.position - 1)
+    return None
+
+
 def restore(store: Store, projection: Projection[Any], upto: int | None = None, *,
             use_snapshots: bool = True) -> tuple[Any, int]:
     """(state, position): the projection at the newest point at or before `upto` from which the
@@ -111,7 +143,7 @@ def restore(store: Store, projection: Projection[Any], upto: int | None = None, 
     Without snapshots (a rebuild) the pruned history is refolded from the archive, or, where there
     is none, taken from the snapshot the last prune stored at the cut."""
     gap_end = first_stored(store) - 1
-    snap = store.latest_snapshot(projection.name, projection.version, upto) if use_snapshots else None
+    snap = _bound_snapshot(store, projection, upto) if use_snapshots else None
     if snap is not None and snap.position >= gap_end:
         return _load(store, projection, snap), snap.position
     state, position = ((_load(store, projection, snap), snap.position) if snap
@@ -123,7 +155,7 @@ def restore(store: Store, projection: Projection[Any], upto: int | None = None, 
     except ProjectionError:
         # A rebuild without the archive starts where the stored log does: from the snapshot the
         # prune took there (the fold of everything before it), if this version has one.
-        at_cut = store.latest_snapshot(projection.name, projection.version, gap_end)
+        at_cut = _bound_snapshot(store, projection, gap_end)
         if use_snapshots or at_cut is None or at_cut.position != gap_end:
             raise
         return _load(store, projection, at_cut), gap_end

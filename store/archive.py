@@ -5,7 +5,7 @@ One line per event: its stored row as a JSON object, `data` as the payload's JSO
     {"position": 7, "id": "...", "event_type": "bid.submitted", "source": "coordinator",
      "task_id": "t1", "agent_id": "a1", "data": {"bid_sats": 120},
      "timestamp": "2025-01-01T10:00:00.000000+00:00", "stream_id": "task-t1",
-     "stream_version": 3, "schema_version": 1, "conforms": true}
+     "stream_version": 3, "schema_version": 1, "conforms": true, "hash": "5e1c…"}
 
 A segment is such lines, gzip-compressed, written by a prune for the range it removed, named by
 that range (`events-000000000001-000000005000.jsonl.gz`), fsynced, and identified by its SHA-256
@@ -33,7 +33,8 @@ from domain.errors import InvalidEvent, StoreError
 _TEXT = ("id", "event_type", "source", "timestamp")
 #: Every key a line may have (what `to_line` writes, and the lines of earlier exports).
 _KEYS = ("position", "id", "event_type", "source", "task_id", "agent_id", "data", "data_text",
-         "timestamp", "stream_id", "stream_version", "schema_version", "conforms")
+         "timestamp", "stream_id", "stream_version", "schema_version", "conforms", "hash",
+         "checksum")  # (checksum: lines written before the integrity chain; ignored)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -57,7 +58,8 @@ def _payload(text: str | None) -> dict[str, Any]:
 
 
 def to_line(row: StoredEvent) -> bytes:
-    """One row as a JSON line (with its trailing newline): `from_line` gives it back exactly."""
+    """One row as a JSON line (with its trailing newline): `from_line` gives it back exactly,
+    its link in the integrity chain (`hash`, hexadecimal) included."""
     return orjson.dumps({
         "position": row.position, "id": row.id, "event_type": row.event_type,
         "source": row.source, "task_id": row.task_id, "agent_id": row.agent_id,
@@ -65,6 +67,7 @@ def to_line(row: StoredEvent) -> bytes:
         "timestamp": row.timestamp, "stream_id": row.stream_id,
         "stream_version": row.stream_version, "schema_version": row.schema_version,
         "conforms": None if row.conforms is None else bool(row.conforms),
+        "hash": None if row.hash is None else row.hash.hex(),
     }) + b"\n"
 
 
@@ -103,11 +106,16 @@ def from_line(line: bytes | str, where: str) -> StoredEvent:
     stream = obj.get("stream_id") or ("task-" + obj["task_id"] if obj.get("task_id") else
                                       "agent-" + obj["agent_id"] if obj.get("agent_id") else
                                       "system")
+    link = obj.get("hash")
+    try:
+        digest = None if link is None else bytes.fromhex(link)
+    except (TypeError, ValueError):
+        raise InvalidEvent(where, "hash is not hexadecimal") from None
     return StoredEvent(
         obj.get("position") or 0, obj["id"], obj["event_type"], obj["source"], obj.get("task_id"),
         obj.get("agent_id"), text,
         obj["timestamp"], stream, obj.get("stream_version") or 0,
-        obj.get("schema_version") or 1, obj.get("conforms"), None)
+        obj.get("schema_version") or 1, obj.get("conforms"), digest)
 
 
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from domain.codec import StoredEvent
+from store.chain import Chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,8 @@ EVERYTHING = EventFilter()
 
 
 class SnapshotRecord(NamedTuple):
-    """A projection's state (JSON text) at a position of the log."""
+    """A projection's state (JSON text) at a position of the log, bound to the log's chain: the
+    chain hash at that position, and a digest of the snapshot made with the chain's key."""
 
     id: int
     projection: str
@@ -43,10 +45,13 @@ class SnapshotRecord(NamedTuple):
     position: int
     state: str
     created_at: str
+    chain_hash: bytes | None = None
+    digest: bytes | None = None
 
 
 class PruneRecord(NamedTuple):
-    """One prune: the removed range of positions, its cutoff and its archive segment (if any)."""
+    """One prune: the removed range of positions, its cutoff and its archive segment (if any);
+    the chain hash of the last row it removed, and its own link in the chain of prune records."""
 
     id: int
     first_position: int
@@ -56,6 +61,18 @@ class PruneRecord(NamedTuple):
     pruned_at: str
     archive_path: str | None
     archive_sha256: str | None
+    cut_hash: bytes | None = None
+    record_hash: bytes | None = None
+
+
+class ChainEpoch(NamedTuple):
+    """From which position the chain is made with which algorithm and key (by its id), and the
+    hash it starts from."""
+
+    start: int
+    algorithm: str
+    key_id: str | None
+    previous: bytes
 
 
 @runtime_checkable
@@ -164,6 +181,11 @@ class SnapshotStore(Protocol):
         """Every recorded prune, oldest first."""
         ...
 
+    def snapshot_item_digests(self, projection: str, version: int, position: int
+                              ) -> list[tuple[str, str, bytes | None]]:
+        """The items saved with a snapshot at `position`: (key, state, digest)."""
+        ...
+
     def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
                       archive_sha256: str | None) -> int:
         """The prune primitive: record the prune and delete the rows first..last (every stored
@@ -174,7 +196,20 @@ class SnapshotStore(Protocol):
 
 @runtime_checkable
 class Store(EventLogStore, SnapshotStore, Protocol):
-    """Both halves on one connection: what `EventLog` opens."""
+    """Both halves on one connection, and the integrity chain binding them: what `EventLog`
+    opens."""
+
+    #: How this store makes the hashes and digests of what it appends and saves.
+    chain: Chain
+
+    def hash_at(self, position: int) -> bytes | None:
+        """The chain hash at a position: the row's while it is stored, the cut hash of the prune
+        that ended there, or the hash the chain started from there (the genesis at 0)."""
+        ...
+
+    def epochs(self) -> list[ChainEpoch]:
+        """Where the chain starts, and each later change of algorithm or key, in order."""
+        ...
 
 
 def first_stored(store: Store) -> int:

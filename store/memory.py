@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from domain.codec import StoredEvent, timestamp_text
-from domain.errors import ConcurrencyError
+from domain.errors import ConcurrencyError, StoreError
 from domain.ids import utc_now
-from store.base import EVERYTHING, EventFilter, PruneRecord, SnapshotRecord
+from store.base import EVERYTHING, ChainEpoch, EventFilter, PruneRecord, SnapshotRecord
+from store.chain import GENESIS, Chain, prune_hash
 
 
 def _matches(where: EventFilter, row: StoredEvent) -> bool:
@@ -31,8 +32,10 @@ def _matches(where: EventFilter, row: StoredEvent) -> bool:
 class MemoryStore:
     """A `Store` held in this process's memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, chain: Chain | None = None) -> None:
         self.location = ":memory:"
+        self.chain = Chain() if chain is None else chain
+        self._epochs: list[ChainEpoch] = []
         self._lock = threading.RLock()
         self._appended = threading.Condition(self._lock)
         self._depth = 0
@@ -42,7 +45,8 @@ class MemoryStore:
         self._head = 0
         self._snapshots: list[SnapshotRecord] = []
         self._last_snapshot_id = 0  # ids are never reused, as in the SQL stores
-        self._items: dict[tuple[str, int, str], dict[int, str]] = {}  # (name, version, key) ->
+        #: (name, version, key) -> position -> (state, digest)
+        self._items: dict[tuple[str, int, str], dict[int, tuple[str, bytes | None]]] = {}
         self._prunes: list[PruneRecord] = []
 
     @contextmanager
@@ -82,10 +86,13 @@ class MemoryStore:
                     actual = self._streams.get(stream, 0)
                     if actual != version:
                         raise ConcurrencyError(stream, version, actual)
+            previous = self._chain_from(self._head) if fresh else GENESIS
             for r in fresh:
                 version = self._streams[r.stream_id] = self._streams.get(r.stream_id, 0) + 1
                 self._head += 1
-                self._rows[self._head] = r._replace(position=self._head, stream_version=version)
+                row = r._replace(position=self._head, stream_version=version, hash=None)
+                previous = self.chain.link(previous, row)
+                self._rows[self._head] = row._replace(hash=previous)
                 self._by_id[r.id] = self._head
             self._appended.notify_all()
             return [self._by_id[r.id] for r in rows]
@@ -128,17 +135,48 @@ class MemoryStore:
     def size_bytes(self) -> int | None:
         return None
 
+    # -- the integrity chain --------------------------------------------------------------
+
+    def hash_at(self, position: int) -> bytes | None:
+        if position <= 0:
+            return GENESIS
+        row = self._rows.get(position)
+        if row is not None:
+            return row.hash
+        cut = [p.cut_hash for p in self._prunes if p.last_position == position and p.cut_hash]
+        if cut:
+            return cut[-1]
+        return next((e.previous for e in self._epochs if e.start == position + 1), None)
+
+    def epochs(self) -> list[ChainEpoch]:
+        return list(self._epochs)
+
+    def _chain_from(self, head: int) -> bytes:
+        previous = self.hash_at(head)
+        if previous is None:
+            raise StoreError(f"the chain hash at position {head} is missing")
+        if not self._epochs or self._epochs[-1].key_id != self.chain.key_id:
+            self._epochs = [*self._epochs, ChainEpoch(head + 1, self.chain.algorithm,
+                                                      self.chain.key_id, previous)]
+        return previous
+
     # -- snapshots and prunes -------------------------------------------------------------
 
     def save_snapshot(self, projection: str, version: int, position: int, state: str,
                       items: Iterable[tuple[str, str]] = ()) -> int:
         with self.transaction():
             self._last_snapshot_id += 1
+            bound = self.hash_at(position)
+            digest = None if bound is None else self.chain.digest(bound, projection, version,
+                                                                  position, state)
             self._snapshots.append(SnapshotRecord(self._last_snapshot_id, projection, version,
-                                                  position, state, timestamp_text(utc_now())))
+                                                  position, state, timestamp_text(utc_now()),
+                                                  bound, digest))
             for key, text in items:  # a new dict each time: a rollback restores a shallow copy
                 saved = self._items.get((projection, version, key), {})
-                self._items[(projection, version, key)] = {**saved, position: text}
+                item = None if bound is None else self.chain.digest(bound, projection, version,
+                                                                    key, position, text)
+                self._items[(projection, version, key)] = {**saved, position: (text, item)}
             return self._last_snapshot_id
 
     def latest_snapshot(self, projection: str, version: int,
@@ -159,7 +197,13 @@ class MemoryStore:
     def snapshot_item(self, projection: str, version: int, key: str, upto: int) -> str | None:
         saved = self._items.get((projection, version, key), {})
         at = max((p for p in saved if p <= upto), default=None)
-        return None if at is None else saved[at]
+        return None if at is None else saved[at][0]
+
+    def snapshot_item_digests(self, projection: str, version: int, position: int
+                              ) -> list[tuple[str, str, bytes | None]]:
+        return [(key, saved[position][0], saved[position][1])
+                for (name, v, key), saved in sorted(self._items.items())
+                if (name, v) == (projection, version) and position in saved]
 
     def snapshot_items(self, projection: str, version: int, upto: int,
                        prefix: str = "") -> list[tuple[str, str]]:
@@ -177,12 +221,15 @@ class MemoryStore:
     def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
                       archive_sha256: str | None) -> int:
         with self.transaction():
+            cut_hash = self.hash_at(last)
+            previous = (self._prunes[-1].record_hash if self._prunes else None) or GENESIS
             doomed = [p for p in self._rows if p <= last]
             for p in doomed:
                 del self._by_id[self._rows.pop(p).id]
-            self._prunes.append(PruneRecord(len(self._prunes) + 1, first, last, len(doomed),
-                                            cutoff, timestamp_text(utc_now()), archive_path,
-                                            archive_sha256))
+            record = PruneRecord(len(self._prunes) + 1, first, last, len(doomed), cutoff,
+                                 timestamp_text(utc_now()), archive_path, archive_sha256, cut_hash)
+            self._prunes.append(record._replace(
+                record_hash=prune_hash(self.chain, previous, record)))
             return len(doomed)
 
     def close(self) -> None:

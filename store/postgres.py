@@ -37,6 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
+from store.chain import Chain, configured_chain
 from store.location import redact
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from store.sql import Dialect, SQLStore
@@ -47,7 +48,7 @@ CHANNEL = "swarmlog_events"
 _DIALECT = Dialect(
     mark="%s",
     columns="seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
-            "stream_version, schema_version, conforms, checksum",
+            "stream_version, schema_version, conforms, hash",
     head="SELECT head FROM swarmlog_head",
     index_hints=False,
 )
@@ -56,14 +57,14 @@ _DIALECT = Dialect(
 _INSERT = f"""
 WITH rows AS (
     INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp,
-                           stream_id, schema_version, conforms, checksum, stream_version)
+                           stream_id, stream_version, schema_version, conforms, hash)
     SELECT r.seq, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp,
-           r.stream_id, r.schema_version, r.conforms, r.checksum, r.stream_version
+           r.stream_id, r.stream_version, r.schema_version, r.conforms, r.hash
     FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                %b::text[], %b::text[], %b::text[], %b::int[], %b::bool[], %b::bigint[],
-                %b::bigint[])
+                %b::text[], %b::text[], %b::text[], %b::bigint[], %b::int[], %b::bool[],
+                %b::bytea[])
          AS r(seq, id, event_type, source, task_id, agent_id, data, timestamp,
-              stream_id, schema_version, conforms, checksum, stream_version)
+              stream_id, stream_version, schema_version, conforms, hash)
 ), heads AS (
     INSERT INTO swarmlog_streams (stream_id, version)
     SELECT * FROM unnest(%b::text[], %b::bigint[])
@@ -103,9 +104,11 @@ class PostgresStore(SQLStore):
     dialect = _DIALECT
 
     def __init__(self, url: str, *, lock_timeout: float = 10.0, connect_timeout: float = 10.0,
-                 max_connections: int = 8, read_only: bool = False) -> None:
+                 max_connections: int = 8, read_only: bool = False,
+                 chain: Chain | None = None) -> None:
         self.location = redact(url)
         self.read_only = read_only
+        self.chain = configured_chain() if chain is None else chain
         self._lock_timeout = lock_timeout
         self._local = threading.local()
         try:
@@ -124,6 +127,9 @@ class PostgresStore(SQLStore):
         except PoolTimeout as e:
             self._pool.close()
             raise StoreError(f"cannot connect to {self.location}: {e}") from e
+        if not read_only:
+            with self.transaction():  # (the rows a log held before it had a chain)
+                self._chain_stored_rows()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -242,6 +248,14 @@ class PostgresStore(SQLStore):
     def _open_prune_gate(self, opened: bool) -> None:
         self._execute("SELECT set_config('swarmlog.prune', %s, true)", ("on" if opened else "off",))
 
+    @contextmanager
+    def _updates_allowed(self) -> Iterator[None]:
+        self._execute("ALTER TABLE event_log DISABLE TRIGGER event_log_no_update")
+        try:
+            yield
+        finally:
+            self._execute("ALTER TABLE event_log ENABLE TRIGGER event_log_no_update")
+
     def raw(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one raw statement in this thread's transaction (or autocommit): a test hook."""
         with self._connection() as conn:
@@ -279,14 +293,18 @@ class PostgresStore(SQLStore):
             if heads[stream] != version:
                 raise ConcurrencyError(stream, version, heads[stream])
         head = tx.head
+        previous = self._chain_from(head)
+        link = self.chain.link
         params = []
         for r in fresh:
             head += 1
             version = heads[r.stream_id] = heads[r.stream_id] + 1
             stored[r.id] = head
-            params.append((head, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data,
-                           r.timestamp, r.stream_id, r.schema_version, r.conforms, r.checksum,
-                           version))
+            row = StoredEvent(head, r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data,
+                              r.timestamp, r.stream_id, version, r.schema_version,
+                              None if r.conforms is None else bool(r.conforms), None)
+            previous = link(previous, row)
+            params.append((*row[:12], previous))
         columns = [list(column) for column in zip(*params, strict=True)]
         touched = {r.stream_id for r in fresh}
         new_heads = [(s, v) for s, v in heads.items() if s in touched]

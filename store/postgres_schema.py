@@ -18,7 +18,7 @@ Every index ends in `seq`, as SQLite's do implicitly (its index entries carry th
 from __future__ import annotations
 
 #: Bumped with every migration; a database with a higher number was written by a newer swarmlog.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: The transaction-scoped advisory lock key that serialises migrations ("Swarmlog" in ASCII).
 MIGRATION_LOCK = 0x5377_6172_6D6C_6F67
@@ -151,6 +151,25 @@ ALTER TABLE event_log ALTER COLUMN timestamp TYPE text COLLATE "C";
 ALTER TABLE swarmlog_snapshot_items ALTER COLUMN key TYPE text COLLATE "C";
 """
 
+# The integrity chain (store/chain.py): each row's link replaces its CRC-32; the chain's epochs;
+# prune records chained, with the hash at their cut; snapshots and items bound to the chain. The
+# rows already stored are chained by the store right after this migration.
+_INTEGRITY_CHAIN = """
+ALTER TABLE event_log ADD COLUMN hash bytea;
+ALTER TABLE event_log DROP COLUMN checksum;
+CREATE TABLE swarmlog_chain (
+    start bigint PRIMARY KEY,
+    algorithm text NOT NULL,
+    key_id text,
+    previous bytea NOT NULL
+);
+ALTER TABLE swarmlog_prunes ADD COLUMN cut_hash bytea;
+ALTER TABLE swarmlog_prunes ADD COLUMN record_hash bytea;
+ALTER TABLE swarmlog_snapshots ADD COLUMN chain_hash bytea;
+ALTER TABLE swarmlog_snapshots ADD COLUMN digest bytea;
+ALTER TABLE swarmlog_snapshot_items ADD COLUMN digest bytea;
+"""
+
 #: (version, name, SQL), applied in order, each in the transaction that records it.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "0001_event_log_streams_snapshots_prunes", _INITIAL),
@@ -158,6 +177,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (3, "0003_event_checksums", _EVENT_CHECKSUMS),
     (4, "0004_conformance", _CONFORMANCE),
     (5, "0005_own_names_text_data", _OWN_NAMES),
+    (6, "0006_integrity_chain", _INTEGRITY_CHAIN),
 ]
 
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION

@@ -7,11 +7,12 @@ versions, and from then on the log is append-only.
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime
 
 from sqlite_utils import Database, Migrations
 
-from domain.codec import StoredEvent, decode, row_checksum, timestamp_text
+from domain.codec import StoredEvent, decode, timestamp_text
 from domain.errors import CorruptEvent
 
 migrations = Migrations("swarmlog")
@@ -154,7 +155,7 @@ def _event_checksums(db: Database) -> None:
     db.execute("ALTER TABLE event_log ADD COLUMN checksum INTEGER")
 
 
-_NO_UPDATE = """CREATE TRIGGER event_log_no_update BEFORE UPDATE ON event_log
+NO_UPDATE = """CREATE TRIGGER event_log_no_update BEFORE UPDATE ON event_log
    BEGIN SELECT RAISE(ABORT, 'event_log is append-only: UPDATE is not allowed'); END"""
 
 
@@ -173,15 +174,23 @@ def _conformance(db: Database) -> None:
         db.conn.executemany("UPDATE event_log SET conforms = ? WHERE seq = ?",
                             [(int(_conforms(r)), r.position) for r in stored])
         after = stored[-1].position
-    db.execute(_NO_UPDATE)
+    db.execute(NO_UPDATE)
 
 
 _ROW_COLUMNS = ("seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
                 "stream_version, schema_version, NULL, checksum")
 
 
+def _crc(row: StoredEvent) -> int:
+    """The CRC-32 swarmlog stored with each row before the integrity chain (0007) replaced it."""
+    return zlib.crc32(f"{row.id}\x1f{row.event_type}\x1f{row.source}\x1f{row.task_id}\x1f"
+                      f"{row.agent_id}\x1f{row.data}\x1f{row.timestamp}\x1f{row.schema_version}"
+                      .encode())
+
+
 def _conforms(row: StoredEvent) -> bool:
-    if row.checksum is not None and row.checksum == row_checksum(row):
+    old_checksum: object = row.hash  # (`hash` holds the CRC-32 of 0004 here)
+    if old_checksum is not None and old_checksum == _crc(row):
         return True
     try:
         decode(row)
@@ -204,6 +213,39 @@ def _own_table_names(db: Database) -> None:
     db.execute("DROP INDEX idx_snapshots_lookup")
     db.execute("CREATE INDEX idx_swarmlog_snapshots_lookup ON swarmlog_snapshots "
                "(projection, version, position)")
+
+
+@migrations(name="0007_integrity_chain")
+def _integrity_chain(db: Database) -> None:
+    # Every row's link in the integrity chain (store/chain.py) replaces its CRC-32; the chain's
+    # epochs (from which position, with which algorithm and key); prune records chained, with the
+    # hash at their cut; snapshots and items bound to the chain. The rows already stored are
+    # chained by the store right after this migration, with the key it is opened with.
+    db.execute("ALTER TABLE event_log ADD COLUMN hash BLOB")
+    db.execute("ALTER TABLE event_log DROP COLUMN checksum")
+    db.execute("""CREATE TABLE swarmlog_chain (
+        start INTEGER PRIMARY KEY,
+        algorithm TEXT NOT NULL,
+        key_id TEXT,
+        previous BLOB NOT NULL
+    )""")
+    db.execute("ALTER TABLE swarmlog_prunes ADD COLUMN cut_hash BLOB")
+    db.execute("ALTER TABLE swarmlog_prunes ADD COLUMN record_hash BLOB")
+    db.execute("ALTER TABLE swarmlog_snapshots ADD COLUMN chain_hash BLOB")
+    db.execute("ALTER TABLE swarmlog_snapshots ADD COLUMN digest BLOB")
+    db.execute("ALTER TABLE swarmlog_snapshot_items ADD COLUMN digest BLOB")
+    # Deletion only through swarmlog: the guard calls a function that only swarmlog's own
+    # connection defines (`swarmlog_pruning`, 1 while its prune runs); any other client's DELETE
+    # fails on it, unless that client drops the trigger or defines the function itself (which
+    # the chain and a witness then show).
+    db.execute("DROP TRIGGER event_log_no_delete")
+    db.execute(DELETE_GUARD)
+    db.execute("DROP TABLE swarmlog_prune_gate")
+
+
+DELETE_GUARD = """CREATE TRIGGER event_log_no_delete BEFORE DELETE ON event_log
+   WHEN swarmlog_pruning() IS NOT 1
+   BEGIN SELECT RAISE(ABORT, 'event_log is append-only: DELETE only through prune'); END"""
 
 
 #: The names of swarmlog's migrations, in order: a database that has applied one not listed

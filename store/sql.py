@@ -15,12 +15,21 @@ from datetime import datetime
 from typing import Any
 
 from domain.codec import StoredEvent, timestamp_text
+from domain.errors import StoreError
 from domain.ids import utc_now
-from store.base import EVERYTHING, EventFilter, PruneRecord, SnapshotRecord
+from store.base import EVERYTHING, ChainEpoch, EventFilter, PruneRecord, SnapshotRecord
+from store.chain import GENESIS, KEY_FILE_VARIABLE, Chain, prune_hash
 
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (the read hot path)
 _PAGE = 2000
 _CHUNK = 500  # bound variables per IN (...) list
+
+
+_SNAPSHOT = "id, projection, version, position, state, created_at, chain_hash, digest"
+
+
+def _snapshot(row: tuple[Any, ...]) -> SnapshotRecord:
+    return SnapshotRecord(*row[:6], *(None if h is None else bytes(h) for h in row[6:]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,8 @@ class SQLStore:
 
     dialect: Dialect
     location: str
+    #: How this store makes the hashes of what it appends (its key, if any).
+    chain: Chain
 
     # -- what a backend supplies ----------------------------------------------------------
 
@@ -70,6 +81,77 @@ class SQLStore:
         raise NotImplementedError
 
     def transaction(self) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    # -- the integrity chain --------------------------------------------------------------
+
+    def hash_at(self, position: int) -> bytes | None:
+        """The chain hash at a position: the row's while it is stored; the cut hash of the prune
+        that ended there; the hash the chain started from there (the genesis at 0); else None."""
+        m = self.dialect.mark
+        if position <= 0:
+            return GENESIS
+        found = self._fetch(f"SELECT hash FROM event_log WHERE seq = {m}", (position,))
+        if found and found[0][0] is not None:
+            return bytes(found[0][0])
+        found = self._fetch(f"SELECT cut_hash FROM swarmlog_prunes WHERE last_position = {m} "
+                            "AND cut_hash IS NOT NULL ORDER BY id DESC LIMIT 1", (position,))
+        if found:
+            return bytes(found[0][0])
+        found = self._fetch(f"SELECT previous FROM swarmlog_chain WHERE start = {m}",
+                            (position + 1,))
+        return bytes(found[0][0]) if found else None
+
+    def epochs(self) -> list[ChainEpoch]:
+        """Where the chain starts, and each later change of algorithm or key, in order."""
+        return [ChainEpoch(start, algorithm, key_id, bytes(previous)) for start, algorithm,
+                key_id, previous in self._fetch(
+                    "SELECT start, algorithm, key_id, previous FROM swarmlog_chain ORDER BY start")]
+
+    def _chain_from(self, head: int) -> bytes:
+        """The hash the next row (after `head`) follows, in the chain's current epoch; starts
+        a new epoch when this store's key is not the one the chain was last made with. Called
+        inside the append's transaction."""
+        m = self.dialect.mark
+        last = self._fetch("SELECT key_id FROM swarmlog_chain ORDER BY start DESC LIMIT 1")
+        previous = self.hash_at(head)
+        if previous is None:
+            raise StoreError(f"cannot append to {self.location}: the chain hash at position "
+                             f"{head} is missing (the log was changed behind swarmlog's back; "
+                             "see `swarmlog verify`)")
+        if not last or last[0][0] != self.chain.key_id:
+            if last and last[0][0] is not None and self.chain.key is None:
+                raise StoreError(
+                    f"cannot append to {self.location}: its chain is made with a key (id "
+                    f"{last[0][0]}); give that key file with ${KEY_FILE_VARIABLE}")
+            self._execute(f"INSERT INTO swarmlog_chain (start, algorithm, key_id, previous) "
+                          f"VALUES ({m}, {m}, {m}, {m})",
+                          (head + 1, self.chain.algorithm, self.chain.key_id, previous))
+        return previous
+
+    def _chain_stored_rows(self) -> None:
+        """Chain the rows a log held before it had a chain (its migration), from the first
+        one still stored: the chain starts there (`epochs`)."""
+        if self._fetch("SELECT 1 FROM swarmlog_chain LIMIT 1"):
+            return
+        start = (self._fetch("SELECT min(seq) FROM event_log")[0][0] or self.head() + 1)
+        m = self.dialect.mark
+        self._execute(f"INSERT INTO swarmlog_chain (start, algorithm, key_id, previous) "
+                      f"VALUES ({m}, {m}, {m}, {m})",
+                      (start, self.chain.algorithm, self.chain.key_id, GENESIS))
+        previous, after = GENESIS, 0
+        with self._updates_allowed():
+            while True:
+                page = list(self.query(after=after, limit=_PAGE))
+                if not page:
+                    return
+                hashes = self.chain.hashes(previous, page)
+                self._executemany(f"UPDATE event_log SET hash = {m} WHERE seq = {m}",
+                                  [(h, r.position) for h, r in zip(hashes, page, strict=True)])
+                previous, after = hashes[-1], page[-1].position
+
+    def _updates_allowed(self) -> AbstractContextManager[None]:
+        """Lift the append-only guard against UPDATE for this transaction (a migration)."""
         raise NotImplementedError
 
     # -- reading --------------------------------------------------------------------------
@@ -221,32 +303,38 @@ class SQLStore:
                       items: Iterable[tuple[str, str]] = ()) -> int:
         m = self.dialect.mark
         with self.transaction():
+            bound = self.hash_at(position)
+            chain = self.chain
+            digest = None if bound is None else chain.digest(bound, projection, version, position,
+                                                             state)
             snapshot_id = self._insert_returning_id(
-                "INSERT INTO swarmlog_snapshots (projection, version, position, state, created_at) "
-                f"VALUES ({m}, {m}, {m}, {m}, {m})",
-                (projection, version, position, state, timestamp_text(utc_now())))
+                "INSERT INTO swarmlog_snapshots (projection, version, position, state, created_at, "
+                f"chain_hash, digest) VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})",
+                (projection, version, position, state, timestamp_text(utc_now()), bound, digest))
             self._executemany(
-                "INSERT INTO swarmlog_snapshot_items (projection, version, key, position, state) "
-                f"VALUES ({m}, {m}, {m}, {m}, {m}) ON CONFLICT (projection, version, key, position) "
-                "DO UPDATE SET state = excluded.state",
-                ((projection, version, key, position, text) for key, text in items))
+                "INSERT INTO swarmlog_snapshot_items (projection, version, key, position, state, "
+                f"digest) VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (projection, version, "
+                "key, position) DO UPDATE SET state = excluded.state, digest = excluded.digest",
+                ((projection, version, key, position, text,
+                  None if bound is None else chain.digest(bound, projection, version, key,
+                                                          position, text))
+                 for key, text in items))
             return snapshot_id
 
     def latest_snapshot(self, projection: str, version: int,
                         upto: int | None = None) -> SnapshotRecord | None:
         m = self.dialect.mark
         rows = self._fetch(
-            "SELECT id, projection, version, position, state, created_at FROM swarmlog_snapshots "
+            f"SELECT {_SNAPSHOT} FROM swarmlog_snapshots "
             f"WHERE projection = {m} AND version = {m} AND position <= {m} "
             "ORDER BY position DESC, id DESC LIMIT 1",
             (projection, version, 2**63 - 1 if upto is None else upto))
-        return SnapshotRecord(*rows[0]) if rows else None
+        return _snapshot(rows[0]) if rows else None
 
     def snapshots(self, *, with_state: bool = True) -> list[SnapshotRecord]:
-        state = "state" if with_state else "''"
-        rows = self._fetch(f"SELECT id, projection, version, position, {state}, created_at "
-                           "FROM swarmlog_snapshots ORDER BY id")
-        return [SnapshotRecord(*r) for r in rows]
+        columns = _SNAPSHOT if with_state else _SNAPSHOT.replace("state", "''")
+        rows = self._fetch(f"SELECT {columns} FROM swarmlog_snapshots ORDER BY id")
+        return [_snapshot(r) for r in rows]
 
     def delete_snapshots(self, ids: Collection[int]) -> int:
         if not ids:
@@ -263,6 +351,14 @@ class SQLStore:
             f"key = {m} AND position <= {m} ORDER BY position DESC LIMIT 1",
             (projection, version, key, upto))
         return rows[0][0] if rows else None
+
+    def snapshot_item_digests(self, projection: str, version: int, position: int
+                              ) -> list[tuple[str, str, bytes | None]]:
+        m = self.dialect.mark
+        rows = self._fetch(
+            "SELECT key, state, digest FROM swarmlog_snapshot_items WHERE projection = "
+            f"{m} AND version = {m} AND position = {m} ORDER BY key", (projection, version, position))
+        return [(key, state, None if digest is None else bytes(digest)) for key, state, digest in rows]
 
     def snapshot_items(self, projection: str, version: int, upto: int,
                        prefix: str = "") -> list[tuple[str, str]]:
@@ -281,19 +377,27 @@ class SQLStore:
     def prunes(self) -> list[PruneRecord]:
         rows = self._fetch(
             "SELECT id, first_position, last_position, count, cutoff, pruned_at, archive_path, "
-            "archive_sha256 FROM swarmlog_prunes ORDER BY id")
-        return [PruneRecord(*r) for r in rows]
+            "archive_sha256, cut_hash, record_hash FROM swarmlog_prunes ORDER BY id")
+        return [PruneRecord(*r[:8], *(None if h is None else bytes(h) for h in r[8:]))
+                for r in rows]
 
     def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
                       archive_sha256: str | None) -> int:
         m = self.dialect.mark
         with self.transaction():
+            cut_hash = self.hash_at(last)
+            earlier = self._fetch("SELECT record_hash FROM swarmlog_prunes ORDER BY id DESC LIMIT 1")
+            previous = bytes(earlier[0][0]) if earlier and earlier[0][0] is not None else GENESIS
             self._open_prune_gate(True)
             removed = self._execute(f"DELETE FROM event_log WHERE seq <= {m}", (last,))
             self._open_prune_gate(False)
+            pruned_at = timestamp_text(utc_now())
+            record = PruneRecord(0, first, last, removed, cutoff, pruned_at, archive_path,
+                                 archive_sha256, cut_hash)
             self._execute(
-                "INSERT INTO swarmlog_prunes (first_position, last_position, count, cutoff, pruned_at, "
-                f"archive_path, archive_sha256) VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})",
-                (first, last, removed, cutoff, timestamp_text(utc_now()), archive_path,
-                 archive_sha256))
+                "INSERT INTO swarmlog_prunes (first_position, last_position, count, cutoff, "
+                "pruned_at, archive_path, archive_sha256, cut_hash, record_hash) VALUES "
+                f"({m}, {m}, {m}, {m}, {m}, {m}, {m}, {m}, {m})",
+                (first, last, removed, cutoff, pruned_at, archive_path, archive_sha256, cut_hash,
+                 prune_hash(self.chain, previous, record)))
             return removed

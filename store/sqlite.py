@@ -20,25 +20,27 @@ from sqlite_utils import Database
 
 from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
-from store.schema import NAMES, migrations
+from store.chain import Chain, configured_chain
+from store.schema import NAMES, NO_UPDATE, migrations
 from store.sql import Dialect, SQLStore
 
 _DIALECT = Dialect(
     mark="?",
     columns="seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
-            "stream_version, schema_version, conforms, checksum",
+            "stream_version, schema_version, conforms, hash",
     head="SELECT seq FROM sqlite_sequence WHERE name = 'event_log'",
     index_hints=True,
 )
 _INSERT = (
-    "INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, "
-    "stream_id, schema_version, conforms, checksum, stream_version) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp, "
+    "stream_id, stream_version, schema_version, conforms, hash) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _UPSERT_HEAD = (
     "INSERT INTO swarmlog_streams (stream_id, version) VALUES (?, ?) "
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
 )
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 _POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
 _CHUNK = 500
 
@@ -49,8 +51,10 @@ class SQLiteStore(SQLStore):
     dialect = _DIALECT
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0,
-                 create: bool = True, read_only: bool = False) -> None:
+                 create: bool = True, read_only: bool = False, chain: Chain | None = None) -> None:
         self.location = str(path)
+        self.chain = configured_chain() if chain is None else chain
+        self._pruning = False
         memory = self.location == ":memory:"
         try:
             found = memory or Path(self.location).exists()
@@ -82,6 +86,9 @@ class SQLiteStore(SQLStore):
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            # The DELETE guard asks this; only swarmlog's own connections define it.
+            self._conn.create_function("swarmlog_pruning", 0, lambda: int(self._pruning),
+                                       deterministic=False)
             self._migrate()
         except sqlite3.Error as e:
             raise self._error("open", e) from e
@@ -113,6 +120,7 @@ class SQLiteStore(SQLStore):
                              f"({len(NAMES) - len(applied)} migrations): open it writable once")
         with self.transaction():  # one writer migrates; a racing opener waits, then finds it done
             migrations.apply(db)
+            self._chain_stored_rows()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -170,7 +178,15 @@ class SQLiteStore(SQLStore):
             raise self._error("write to", e) from e
 
     def _open_prune_gate(self, opened: bool) -> None:
-        self._execute("UPDATE swarmlog_prune_gate SET open = ?", (int(opened),))
+        self._pruning = opened  # what `swarmlog_pruning()`, which the DELETE guard asks, says
+
+    @contextmanager
+    def _updates_allowed(self) -> Iterator[None]:
+        self._conn.execute("DROP TRIGGER event_log_no_update")
+        try:
+            yield
+        finally:
+            self._conn.execute(NO_UPDATE)
 
     # -- appending ------------------------------------------------------------------------
 
@@ -225,38 +241,40 @@ class SQLiteStore(SQLStore):
         return [stored[r.id] for r in rows]
 
     def _insert(self, rows: Sequence[StoredEvent], expected: Mapping[str, int] | None) -> list[int]:
-        if len(rows) == 1 and not expected:
-            return [self._insert_one(rows[0])]
-        streams = {r.stream_id for r in rows} | set(expected or ())
-        heads = self.stream_versions(streams)
+        """Insert rows at the next positions (under BEGIN IMMEDIATE nobody else appends),
+        each with its stream version and its link in the chain."""
+        if len(rows) == 1:
+            r = rows[0]
+            found = self._conn.execute("SELECT version FROM swarmlog_streams WHERE stream_id = ?",
+                                       (r.stream_id,)).fetchone()
+            heads = {r.stream_id: found[0] if found else 0}  # (no IN list for one row)
+            if expected:
+                heads = self.stream_versions(set(expected) | {r.stream_id})
+        else:
+            heads = self.stream_versions({r.stream_id for r in rows} | set(expected or ()))
         for stream, version in (expected or {}).items():
             if heads[stream] != version:
                 raise ConcurrencyError(stream, version, heads[stream])
+        head = self.head()
+        previous = self._chain_from(head)
+        link = self.chain.link
         params = []
+        position = head
         for r in rows:
+            position += 1
             version = heads[r.stream_id] = heads[r.stream_id] + 1
-            params.append((r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data,
-                           r.timestamp, r.stream_id, r.schema_version, r.conforms, r.checksum,
-                           version))
-        self._conn.executemany(_INSERT, params)
+            stored = _new_tuple(StoredEvent, (position, r.id, r.event_type, r.source, r.task_id,
+                                              r.agent_id, r.data, r.timestamp, r.stream_id,
+                                              version, r.schema_version, r.conforms, None))
+            previous = link(previous, stored)
+            params.append((position, *stored[1:12], previous))
+        if len(params) == 1:
+            self._conn.execute(_INSERT, params[0])
+        else:
+            self._conn.executemany(_INSERT, params)
         touched = {r.stream_id for r in rows}
         self._conn.executemany(_UPSERT_HEAD, [(s, v) for s, v in heads.items() if s in touched])
-        # Under BEGIN IMMEDIATE with AUTOINCREMENT, one executemany gets consecutive positions.
-        last = self._conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'event_log'").fetchone()[0]
-        return list(range(last - len(rows) + 1, last + 1))
-
-    def _insert_one(self, r: StoredEvent) -> int:
-        """`_insert` of one row without expectations (`log_event`'s append), as plain SQLite
-        does it: no IN list, no executemany, and the position from the cursor."""
-        found = self._conn.execute("SELECT version FROM swarmlog_streams WHERE stream_id = ?",
-                                   (r.stream_id,)).fetchone()
-        version = (found[0] if found else 0) + 1
-        seq = self._conn.execute(_INSERT, (r.id, r.event_type, r.source, r.task_id, r.agent_id,
-                                           r.data, r.timestamp, r.stream_id, r.schema_version,
-                                           r.conforms, r.checksum, version)).lastrowid
-        self._conn.execute(_UPSERT_HEAD, (r.stream_id, version))
-        return int(seq or 0)
+        return list(range(head + 1, position + 1))
 
     # -- waiting and size -----------------------------------------------------------------
 

@@ -58,7 +58,7 @@ def _checked(line: bytes, where: str) -> StoredEvent:
 
 
 def _content(row: StoredEvent) -> int:
-    return zlib.crc32(to_line(row._replace(checksum=None)))
+    return zlib.crc32(to_line(row._replace(hash=None)))
 
 
 class JsonLines:

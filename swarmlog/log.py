@@ -24,6 +24,8 @@ from projections.summary import SummaryState
 from projections.tasks import TasksState
 from projections.verify import VerifyReport, verify
 from store import EVERYTHING, EventFilter, Store, is_url, open_store, stored_count
+from swarmlog.witness import Checkpoint, check_witness, checkpoint, read_witness
+from swarmlog.witness import configured as configured_witness
 
 #: Once the read models have folded this many events since their snapshots (at start-up, or
 #: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
@@ -240,7 +242,9 @@ class EventLog:
     def snapshot(self) -> list[int]:
         """Store every read model's state at its position; returns the snapshot ids."""
         self._fold()
-        return self._store_snapshot()
+        ids = self._store_snapshot()
+        self._witnessed()
+        return ids
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Discard the read models and refold them from the whole log; returns events read."""
@@ -260,7 +264,10 @@ class EventLog:
         if before is not None and before.tzinfo is None:
             raise InvalidEvent("before", f"{before.isoformat()} is naive; give a timezone")
         cutoff = before if before is not None else utc_now() - older_than  # type: ignore[operator]
-        return pruning.prune(self.store, self.projections, cutoff, archive, dry_run)
+        report = pruning.prune(self.store, self.projections, cutoff, archive, dry_run)
+        if report.removed and not dry_run:
+            self._witnessed()
+        return report
 
     def status(self) -> dict[str, Any]:
         """Where the log stands, read from the store without folding anything: head, count,
@@ -275,8 +282,12 @@ class EventLog:
             models[p.name] = {"version": p.version, "position": at, "lag": head - at,
                               "snapshot_position": None if snap is None else snap.position}
         snapshots = store.snapshots(with_state=False)
+        epochs = store.epochs()
         return {
             "location": self.location, "head": head, "count": stored_count(store),
+            "chain": {"starts_at": epochs[0].start if epochs else 1,
+                      "algorithm": epochs[-1].algorithm if epochs else store.chain.algorithm,
+                      "key_id": epochs[-1].key_id if epochs else store.chain.key_id},
             "size_bytes": store.size_bytes(), "projections": models,
             "snapshots": len(snapshots),
             "newest_snapshots": [{"id": s.id, "projection": s.projection, "version": s.version,
@@ -287,9 +298,31 @@ class EventLog:
                        for r in store.prunes()],
         }
 
-    def verify(self) -> VerifyReport:
-        """Check the whole log end to end (see `projections.verify`)."""
-        return verify(self.store, self.projections)
+    def verify(self, *, deep: bool = False, witness: str | os.PathLike[str] | None = None,
+               public_key: str | None = None,
+               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Check the whole log end to end against its integrity chain (see
+        `projections.verify`); `deep` refolds the read models and compares every snapshot;
+        `witness` (a file of signed checkpoints, `swarmlog.witness`) proves the log still
+        extends every checkpoint in it."""
+        points, forged = ([], []) if witness is None else read_witness(witness, public_key)
+        report = verify(self.store, self.projections, deep=deep, progress=progress,
+                        remember=[p.position for p in points])
+        for problem in forged:
+            report.find("invalid", "witness", None, problem)
+        check_witness(self.store, points, report)
+        return report
+
+    def checkpoint(self, witness: str | os.PathLike[str],
+                   signing_key: str | os.PathLike[str]) -> Checkpoint:
+        """Append a signed checkpoint of the chain as it stands to a witness file."""
+        return checkpoint(self.store, witness, signing_key)
+
+    def _witnessed(self) -> None:
+        """After a prune or a snapshot: a checkpoint, when a witness is configured."""
+        where = configured_witness()
+        if where is not None:
+            checkpoint(self.store, *where)
 
     def close(self) -> None:
         self.store.close()

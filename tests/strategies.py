@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from domain.codec import StoredEvent, build_event, encode
 from domain.events import Event, EventType
+from store.chain import GENESIS, Chain
 
 _T = EventType
 
@@ -256,12 +257,15 @@ def rows(*events: Event) -> list[StoredEvent]:
 
 def stored(events: Sequence[Event], start: int = 1) -> list[StoredEvent]:
     """`events` as a store would hold them: encoded, numbered from `start`, each stream's
-    versions counted from 1."""
+    versions counted from 1, chained (unkeyed) from the genesis hash."""
     versions: dict[str, int] = {}
     rows = []
+    previous = GENESIS
     for i, event in enumerate(events):
         version = versions[event.stream_id] = versions.get(event.stream_id, 0) + 1
-        rows.append(encode(event)._replace(position=start + i, stream_version=version))
+        row = encode(event)._replace(position=start + i, stream_version=version)
+        previous = Chain().link(previous, row)
+        rows.append(row._replace(hash=previous))
     return rows
 
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from domain.errors import SwarmlogError
 from projections.agents import all_agents
 from projections.tasks import all_tasks
 from store import EventFilter
@@ -40,40 +39,83 @@ def _many(count: int, thing: str) -> str:
 
 
 @cli.command()
+@click.option("--deep", is_flag=True,
+              help="Also refold the read models from the archives and the log, and compare "
+                   "them with every stored snapshot.")
+@click.option("--witness", metavar="FILE", envvar="SWARMLOG_WITNESS",
+              help="A witness file of signed checkpoints: prove the log still extends each "
+                   "[default: $SWARMLOG_WITNESS].")
+@click.option("--public-key", metavar="HEX",
+              help="The witness's public key, to pin it (else the key its first line names).")
 @json_option
 @db_option
-def verify(as_json: bool) -> None:
-    """Check the whole log: every row parses and matches its checksum, positions and stream
-    versions are gapless (after the recorded prunes), snapshots load, archive segments match
-    their SHA-256. Exit code 2 when anything is wrong, with every problem listed.
+def verify(deep: bool, witness: str | None, public_key: str | None, as_json: bool) -> None:
+    """Check the whole log against its integrity chain: every row's hash over its
+    predecessor's, positions and stream versions gapless, the chain of prune records and every
+    archive segment, every snapshot and item bound to the chain; with --witness, every signed
+    checkpoint. Exit code 0 when everything checks, 1 when something does not (each finding
+    named: table, position and kind), 2 on a usage error (a key the chain needs, a missing
+    witness).
 
     \b
     Example:
-        swarmlog verify
+        swarmlog verify --witness /mnt/other-disk/swarm.witness --json
     """
-    report = open_log().verify()
+    log = open_log()
+    with progress("verifying") as update:
+        report = log.verify(deep=deep, witness=witness, public_key=public_key, progress=update)
     data = {"ok": report.ok, "events": report.events, "streams": report.streams,
             "snapshots": report.snapshots, "archives": report.archives,
-            "unchecksummed": report.unchecksummed, "nonconforming": report.nonconforming,
-            "notes": report.notes, "problem_count": report.problem_count,
-            "problems": report.problems}
+            "chain_starts_at": report.chain_start, "nonconforming": report.nonconforming,
+            "notes": report.notes, "finding_count": report.finding_count,
+            "findings": [{"kind": f.kind, "table": f.table, "position": f.position,
+                          "detail": f.detail} for f in report.findings]}
     if as_json:
         emit_json(data)
     else:
         checked = (f"checked {report.events} events in {report.streams} streams, "
                    f"{_many(report.snapshots, 'snapshot')}, "
                    f"{_many(report.archives, 'archive segment')}"
-                   + (f" ({report.unchecksummed} events without a checksum, validated only)"
-                      if report.unchecksummed else "")
+                   + (f" (the chain starts at position {report.chain_start})"
+                      if report.chain_start > 1 else "")
                    + (f"; {report.nonconforming} stored flagged as not conforming to their "
                       "type's schema" if report.nonconforming else ""))
         click.echo(checked + (": all good" if report.ok else ""))
         for note in report.notes:
             click.echo(f"note: {note}")
-        for problem in report.problems:
-            click.echo(f"problem: {problem}", err=True)
+        for finding in report.findings:
+            click.echo(f"problem: {finding}", err=True)
+        if not report.ok:
+            click.echo(f"{_many(report.finding_count, 'problem')} found in {log.location}",
+                       err=True)
     if not report.ok:
-        raise SwarmlogError(f"{report.problem_count} problem(s) found in {open_log().location}")
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--witness", metavar="FILE", envvar="SWARMLOG_WITNESS", required=True,
+              help="The witness file to append the checkpoint to (another disk or host) "
+                   "[default: $SWARMLOG_WITNESS].")
+@click.option("--signing-key", metavar="FILE", envvar="SWARMLOG_SIGNING_KEY", required=True,
+              help="The Ed25519 key file that signs it, outside the database; made on first "
+                   "use [default: $SWARMLOG_SIGNING_KEY].")
+@json_option
+@db_option
+def checkpoint(witness: str, signing_key: str, as_json: bool) -> None:
+    """Append a signed statement of the log's chain (position, hash, count, time) to a witness
+    file, so that `verify --witness` can later prove the log still extends it. With both
+    $SWARMLOG_WITNESS and $SWARMLOG_SIGNING_KEY set, every prune and snapshot does this too.
+
+    \b
+    Example:
+        swarmlog checkpoint --witness /mnt/other-disk/swarm.witness --signing-key ~/.swarmlog.key
+    """
+    point = open_log().checkpoint(witness, signing_key)
+    if as_json:
+        emit_json(point.__dict__)
+    else:
+        click.echo(f"checkpoint at position {point.position} ({point.count} events stored), "
+                   f"chain hash {point.hash[:16]}…, written to {witness}")
 
 
 @cli.command()

@@ -308,8 +308,9 @@ def test_export_lines_events_json_and_tail_json_are_one_shape(demo_db: Path) -> 
     listed = as_json("events", "--limit", "3", db=demo_db)
     tailed = [json.loads(line) for line in ok("tail", "-n", "3", "--json", db=demo_db).stdout.splitlines()]
     assert listed == tailed == exported[-3:]
-    assert set(listed[0]) == {"position", "id", "event_type", "source", "task_id", "agent_id", "data",
-                              "timestamp", "stream_id", "stream_version", "schema_version", "conforms"}
+    assert set(listed[0]) == {"position", "id", "event_type", "source", "task_id", "agent_id",
+                              "data", "timestamp", "stream_id", "stream_version", "schema_version",
+                              "conforms", "hash"}
 
 
 def test_a_line_repeating_an_earlier_one_is_imported_once_and_reported(demo_db: Path,

@@ -35,9 +35,8 @@ def bids(n: int) -> list[StoredEvent]:
 
 
 def unchecked(row: StoredEvent) -> StoredEvent:
-    """A row as a line gives it back: the checksum is not part of the line (a reader
-    recomputes it if it wants it; `conforms` says what a fold may trust)."""
-    return row._replace(checksum=None)
+    """A row as a line gives it back: all of it, its link in the integrity chain included."""
+    return row
 
 
 # -- one row, one line -----------------------------------------------------------------------------
@@ -51,7 +50,7 @@ def test_a_line_is_the_row_as_a_json_object_with_its_payload_as_json() -> None:
         "position": 1, "id": row.id, "event_type": "bid.submitted", "source": "coordinator",
         "task_id": "t1", "agent_id": "a1", "data": {"bid_sats": 120},
         "timestamp": "2025-03-01T00:00:00.000000+00:00", "stream_id": "task-t1",
-        "stream_version": 1, "schema_version": 1, "conforms": True}
+        "stream_version": 1, "schema_version": 1, "conforms": True, "hash": row.hash.hex()}
     assert from_line(line, "here") == unchecked(row)
 
 
@@ -97,12 +96,12 @@ payload_texts = (
 @st.composite
 def stored_rows(draw: st.DrawFn) -> StoredEvent:
     """A row as a store may hold it: one swarmlog wrote, or one another client wrote (any payload
-    text, unknown types, conformance unknown or refused, no checksum)."""
+    text, unknown types, conformance unknown or refused, any hash or none)."""
     (row,) = stored([draw(any_events())])
     if draw(st.booleans()):
         row = row._replace(
             data=draw(payload_texts), conforms=draw(st.sampled_from([None, False, True])),
-            checksum=draw(st.none() | st.integers(0, 2**32 - 1)),
+            hash=draw(st.none() | st.binary(min_size=32, max_size=32)),
             event_type=draw(st.sampled_from([row.event_type, "task.exploded", "x"])),
             source=draw(_texts), id=draw(_texts.filter(bool)),
             task_id=draw(st.none() | _texts), agent_id=draw(st.none() | _texts),

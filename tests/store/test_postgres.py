@@ -18,9 +18,11 @@ import store.postgres as pg_store
 from domain.codec import encode
 from domain.errors import StoreError
 from domain.events import Event, EventType
+from store.chain import GENESIS
 from store.location import redact
 from store.postgres import PostgresStore
 from store.postgres_schema import MIGRATIONS, SCHEMA_VERSION
+from store.schema import _crc
 from tests import pg
 from tests.strategies import ev, rows
 
@@ -288,7 +290,7 @@ def test_the_schema_has_the_adr_columns_and_indexes_ending_in_the_position(
     assert columns == {
         "seq": "bigint", "id": "text", "event_type": "text", "source": "text", "task_id": "text",
         "agent_id": "text", "data": "text", "timestamp": "text", "stream_id": "text",
-        "stream_version": "bigint", "schema_version": "integer", "checksum": "bigint",
+        "stream_version": "bigint", "schema_version": "integer", "hash": "bytea",
         "conforms": "boolean"}
     for column in ("task_id", "agent_id", "timestamp", "event_type"):
         assert any(f"({column}, seq)" in sql for sql in indexes), column
@@ -328,11 +330,13 @@ def test_a_version_3_database_is_upgraded_and_keeps_its_rows_conforming(url: str
                      " timestamp, stream_id, stream_version, schema_version, checksum) VALUES "
                      "(1, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)",
                      (r.id, r.event_type, r.source, r.task_id, r.agent_id, r.data, r.timestamp,
-                      r.stream_id, r.schema_version, r.checksum))
+                      r.stream_id, r.schema_version, _crc(r)))
         conn.execute("UPDATE log_head SET head = 1")  # (a version 3 database's own names)
         conn.execute("INSERT INTO streams VALUES ('task-t1', 1)")
     with PostgresStore(url) as store:
-        assert list(store.read()) == [r._replace(position=1, stream_version=1, conforms=True)]
+        (stored,) = store.read()  # conforming, and chained (0006)
+        assert stored._replace(hash=None) == r._replace(position=1, stream_version=1, conforms=True)
+        assert stored.hash == store.chain.link(GENESIS, stored._replace(hash=None))
         assert store.append(rows(ev(_T.TASK_BIDDING, "t1")), expected={"task-t1": 1}) == [2]
     with raw(url) as conn:
         # From now on a row another client inserts says nothing about its conformance.

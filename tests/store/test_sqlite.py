@@ -18,7 +18,7 @@ from domain.codec import encode
 from domain.errors import CorruptEvent, StoreError
 from domain.events import EventType
 from store import EVERYTHING, EventFilter, SQLiteStore, prefix_end
-from store.schema import migrations
+from store.schema import _crc, migrations
 from tests.strategies import EPOCH, ev, rows
 
 _T = EventType
@@ -127,7 +127,7 @@ def test_the_log_lives_beside_a_hosts_tables_and_user_version_without_touching_t
     ours = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert ours - {"tasks", "bids", "registry", "snapshots", "streams", "prunes"} == {
         "event_log", "sqlite_sequence", "_sqlite_migrations", "swarmlog_streams",
-        "swarmlog_snapshots", "swarmlog_snapshot_items", "swarmlog_prunes", "swarmlog_prune_gate"}
+        "swarmlog_snapshots", "swarmlog_snapshot_items", "swarmlog_prunes", "swarmlog_chain"}
     raw.close()
 
 
@@ -165,7 +165,7 @@ def test_a_database_of_the_seed_adr017_schema_is_upgraded_on_open(path: str) -> 
             (4, "e4", "task-t1", 3), (5, "e5", "task-t2", 1), (6, "e6", "system", 1)]
         # 0005: each seed row was validated once: folds trust the conforming ones.
         assert [r.conforms for r in found] == [True, True, True, False, False, False]
-        assert all(r.checksum is None and r.schema_version == 1 for r in found)
+        assert all(r.hash is not None and r.schema_version == 1 for r in found)  # chained (0007)
         joined = found[2].event
         assert joined.event_type is _T.AGENT_JOINED and joined.data.model_dump()["name"] == "Ann"
         assert found[2].data == '{"name": "Ann"}'  # the seed's own spelling, kept
@@ -197,16 +197,17 @@ def test_a_version_4_database_marks_each_row_conforming_or_not_on_upgrade(path: 
     raw = sqlite3.connect(path, isolation_level=None)
     ours, valid, invalid, altered = (
         encode(ev(_T.TASK_CREATED, "t1")),
-        encode(ev(_T.TASK_BIDDING, "t1", window_seconds=30.0))._replace(checksum=None),
-        encode(ev(_T.BID_SUBMITTED, "t1", "a1", bid_sats=3))._replace(
-            data='{"bid_sats": "lots"}', checksum=None),
-        encode(ev(_T.BID_SUBMITTED, "t1", "a2", bid_sats=3))._replace(data='{"bid_sats": -1}'))
-    for version, r in enumerate([ours, valid, invalid, altered], start=1):
+        encode(ev(_T.TASK_BIDDING, "t1", window_seconds=30.0)),
+        encode(ev(_T.BID_SUBMITTED, "t1", "a1", bid_sats=3))._replace(data='{"bid_sats": "lots"}'),
+        encode(ev(_T.BID_SUBMITTED, "t1", "a2", bid_sats=3)))
+    crcs = [_crc(ours), None, None, _crc(altered)]  # version 4 kept a CRC-32 of what it wrote
+    altered = altered._replace(data='{"bid_sats": -1}')  # changed after it was written
+    for version, (r, crc) in enumerate(zip([ours, valid, invalid, altered], crcs, strict=True), start=1):
         raw.execute("INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, "
                     "timestamp, stream_id, stream_version, schema_version, checksum) VALUES "
                     "(?,?,?,?,?,?,?,?,?,?,?)", (r.id, r.event_type, r.source, r.task_id,
                                                 r.agent_id, r.data, r.timestamp, r.stream_id,
-                                                version, r.schema_version, r.checksum))
+                                                version, r.schema_version, crc))
     raw.execute("INSERT INTO swarmlog_streams VALUES ('task-t1', 4)")
     raw.close()
     with SQLiteStore(path) as store:
@@ -215,7 +216,7 @@ def test_a_version_4_database_marks_each_row_conforming_or_not_on_upgrade(path: 
         # (checksum of other fields) validated.
         assert [r.conforms for r in found] == [True, True, False, False]
         assert [r.id for r in found] == [ours.id, valid.id, invalid.id, altered.id]
-        assert found[0] == ours._replace(position=1, stream_version=1)
+        assert found[0]._replace(hash=None) == ours._replace(position=1, stream_version=1)
         assert store.append(rows(ev(_T.TASK_STARTED, "t1")), expected={"task-t1": 4}) == [5]
 
 

@@ -141,9 +141,8 @@ def test_follow_folds_what_another_connection_appends(make_store: Callable[[], S
         for i in range(0, len(STORY), 7):
             append(writer, STORY[i : i + 7])
             # Queries from this thread while the follower folds: never a half-applied state.
-            shown = runner.query(NAME, counts)
-            assert sum(shown["tasks_by_status"].values()) == len(
-                runner.query(NAME, lambda m: all_tasks(m.tasks)))
+            shown, tasks = runner.query(NAME, lambda m: (counts(m), all_tasks(m.tasks)))
+            assert sum(shown["tasks_by_status"].values()) == len(tasks)
         for _ in range(500):
             if runner.position == len(STORY):
                 break
