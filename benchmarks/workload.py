@@ -7,10 +7,12 @@ of the log holds what a live swarm of this rate would have there. Every backend 
 fed from these specs: typed swarmlog events, pre-serialised rows for raw SQLite, aggregate
 events for the peer.
 
-The mix at 1M events: ~75k tasks (created, bidding, 2-6 bids, auction closed, assigned, started,
-0-4 tool calls completing or failing, completed or failed; ~4% fail for want of bids, ~9% fail at
-work), ~5% agent traffic (joins, leaves, status reports, thoughts) and ~0.5% system messages.
-About 15 tasks are in flight at once, so one task's events are spread across the log.
+The mix at 1M events: ~71k tasks (created, bidding, 2-6 bids, auction closed, assigned, started,
+0-4 tool calls completing or failing, completed or failed; ~2% fail for want of a bid or of a
+bidder still free, ~9% fail at work), ~5% agent traffic (joins, leaves, status reports, thoughts)
+and ~0.5% system messages. About 15 tasks are in flight at once, so one task's events are spread
+across the log. It is a swarm as the coordinator runs it: a winner is online and free, and works
+until its task ends, so a fold of it notes no anomaly.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def swarm_specs(n: int, seed: int = 17, end: datetime | None = None) -> Iterator
     last_ms, counter = -1, 0
     agents = [f"agent-{i:04d}" for i in range(AGENTS)]
     online: list[str] = []
+    busy: set[str] = set()  # the winners of open tasks: online until their task ends
     offline = list(agents)
     tasks: list[_Task] = []
     next_task = 0
@@ -112,10 +115,12 @@ def swarm_specs(n: int, seed: int = 17, end: datetime | None = None) -> Iterator
 
     while emitted < n:
         roll = rng.random()
-        if len(online) < 12 or (roll < 0.004 and offline):
+        if len(online) - len(busy) < 8 or (roll < 0.004 and offline):
             out = join()
-        elif roll < 0.008 and len(online) > 20:
-            agent = online.pop(rng.randrange(len(online)))
+        elif roll < 0.008 and len(online) - len(busy) > 12:
+            idle = [a for a in online if a not in busy]  # an agent at work finishes first
+            agent = idle[rng.randrange(len(idle))]
+            online.remove(agent)
             offline.append(agent)
             out = spec("agent.left", "coordinator", None, agent,
                        {"reason": rng.choice(("shutdown", "timeout", "scaled down"))})
@@ -138,15 +143,17 @@ def swarm_specs(n: int, seed: int = 17, end: datetime | None = None) -> Iterator
                 tasks.append(_Task(f"task-{next_task:07d}"))
                 next_task += 1
             task = rng.choice(tasks)
-            out = _advance(task, rng, online, spec, sentence)
+            out = _advance(task, rng, online, busy, spec, sentence)
             if task.stage == "done":
                 tasks.remove(task)
         yield out
         emitted += 1
 
 
-def _advance(task: _Task, rng: random.Random, online: list[str], spec: Any, sentence: Any) -> Spec:
-    """The next event of one task's lifecycle."""
+def _advance(task: _Task, rng: random.Random, online: list[str], busy: set[str], spec: Any,
+             sentence: Any) -> Spec:
+    """The next event of one task's lifecycle, as a coordinator runs it: any online agent may
+    bid, the cheapest bidder still online and free wins, and works until the task ends."""
     t = task.id
     if task.stage == "new":
         task.stage = "created"
@@ -163,10 +170,13 @@ def _advance(task: _Task, rng: random.Random, online: list[str], spec: Any, sent
             sats = rng.randint(10, 5000)
             task.bidders.append((bidder, sats))
             return spec("bid.submitted", bidder, t, bidder, {"bid_sats": sats})
-        if not task.bidders:
+        free = [b for b in task.bidders if b[0] in online and b[0] not in busy]
+        if not free:
             task.stage = "done"
-            return spec("task.failed", "coordinator", t, None, {"reason": "no bids"})
-        winner, sats = min(task.bidders, key=lambda b: b[1])
+            return spec("task.failed", "coordinator", t, None,
+                        {"reason": "no bids" if not task.bidders else "no bidder free"})
+        winner, sats = min(free, key=lambda b: b[1])
+        busy.add(winner)
         task.winner, task.winning_bid = winner, sats
         task.stage = "closed"
         return spec("auction.closed", "coordinator", t, None,
@@ -194,6 +204,7 @@ def _advance(task: _Task, rng: random.Random, online: list[str], spec: Any, sent
             return spec("tool.failed", agent, t, agent, {**call, "error": "rate limited"})
         return spec("tool.completed", agent, t, agent, {**call, "result": sentence(6)})
     task.stage = "done"
+    busy.discard(agent)  # type: ignore[arg-type]
     if rng.random() < 0.09:
         return spec("task.failed", "coordinator", t, agent, {"reason": "tool errors exhausted"})
     return spec("task.completed", agent, t, agent, {"result": {"summary": sentence(8), "ok": True}})

@@ -97,9 +97,12 @@ class AgentsState:
         agents = _roster((k, _agent(v)) for k, v in raw["agents"].items())
         return cls(agents, parse_anomalies(raw["anomalies"]), raw["anomaly_count"])
 
-    def split(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    def split(self) -> tuple[dict[str, Any], Iterable[tuple[str, str]]]:
         kept, items = self.agents.split(is_gone, dumps)
         return self.dump(kept), items
+
+    def spill(self) -> None:
+        self.agents.spill(is_gone, dumps)
 
     def attach(self, cold: Cold) -> None:
         self.agents.attach(cold, is_gone)

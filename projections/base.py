@@ -7,9 +7,11 @@ fact in the log); it is noted as an `Anomaly` on the read model it touches and c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from itertools import chain
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 import orjson
 
@@ -81,10 +83,14 @@ class Projection(Generic[S]):
         """The state a `dump` (or `split`) wrote."""
         raise NotImplementedError
 
-    def split(self, state: S) -> tuple[str, list[tuple[str, str]]]:
+    def split(self, state: S) -> tuple[str, Iterable[tuple[str, str]]]:
         """What a snapshot of `state` stores: its text, and the entries it keeps out of memory
         as items, (key, JSON text). By default everything is in the text."""
         return self.dump(state), []
+
+    def spill(self, state: S) -> None:
+        """Move entries a fold no longer needs in memory out of it, if there are many (called
+        after each page of a fold; see `Tiered.spill`). By default nothing."""
 
     def attach(self, state: S, cold: Cold) -> None:
         """After a snapshot `split` made is stored (or loaded): drop its items from memory and
@@ -158,24 +164,77 @@ class Cold(NamedTuple):
         return self.store.snapshot_items(self.projection, self.version, self.position, prefix)
 
 
+#: Entries a `Tiered` map holds in memory before a fold moves its closed ones to a `Spill`.
+SPILL_AT = 5_000
+#: Rows a `Spill` reads at a time when a snapshot takes its entries.
+_SPILL_PAGE = 1_000
+
+
+class Spill:
+    """Closed entries a long fold moved out of memory since the last snapshot, over the tier
+    they were read from before (`under`: the snapshot's items, or nothing). They are kept in a
+    private temporary SQLite database (deleted when it is closed or collected), so a rebuild or
+    a start-up without snapshots holds what is open, not what the log has ever held; the next
+    snapshot stores them as its items and the spill is dropped."""
+
+    def __init__(self, under: Cold | None) -> None:
+        self.under = under
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        for pragma in ("cache_size = -8192",  # 8 MiB of pages; the rest on disk
+                       "journal_mode = OFF", "synchronous = OFF"):  # scratch: nothing to recover
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE spilled (key TEXT PRIMARY KEY, state TEXT NOT NULL)"
+                         " WITHOUT ROWID")
+
+    def put(self, items: Iterable[tuple[str, str]]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO spilled VALUES (?, ?)", items)
+        self._db.execute("COMMIT")
+
+    def get(self, key: str) -> str | None:
+        found = self._db.execute("SELECT state FROM spilled WHERE key = ?", (key,)).fetchone()
+        if found is not None:
+            return cast(str, found[0])
+        return None if self.under is None else self.under.get(key)
+
+    def items(self, prefix: str = "") -> list[tuple[str, str]]:
+        every = dict(self.under.items(prefix)) if self.under is not None else {}
+        every.update(self.own(prefix))
+        return sorted(every.items())
+
+    def own(self, prefix: str = "") -> Iterator[tuple[str, str]]:
+        """The entries spilled here (not those under them), in key order, a page at a time."""
+        after = ""
+        while True:
+            page = self._db.execute(
+                "SELECT key, state FROM spilled WHERE key > ? AND substr(key, 1, ?) = ? "
+                "ORDER BY key LIMIT ?", (after, len(prefix), prefix, _SPILL_PAGE)).fetchall()
+            yield from page
+            if len(page) < _SPILL_PAGE:
+                return
+            after = page[-1][0]
+
+
 class Tiered(dict[str, V]):
     """Entries by key: those in memory (this dict: every open one, and those changed since the
-    last snapshot) over those in the store (`cold`, as of that snapshot). A fold looks in memory
-    with `get` and, on a miss, `recall`s the entry from the store into memory; `merged` is every
-    entry, and equality compares every entry. A projection with two such maps gives them two
-    `prefix`es, which their keys carry in the store."""
+    last snapshot) over those out of it (`cold`: the store's items as of that snapshot, under
+    what a long fold spilled since). A fold looks in memory with `get` and, on a miss, `recall`s
+    the entry into memory; `merged` is every entry, and equality compares every entry. A
+    projection with two such maps gives them two `prefix`es, which their keys carry in the
+    store."""
 
-    __slots__ = ("_parse", "_prefix", "cold")
+    __slots__ = ("_limit", "_parse", "_prefix", "cold")
 
     def __init__(self, parse: Callable[[str], V], entries: Iterable[tuple[str, V]] = (), *,
                  prefix: str = "") -> None:
         super().__init__(entries)
         self._parse = parse
         self._prefix = prefix
-        self.cold: Cold | None = None
+        self._limit = SPILL_AT
+        self.cold: Cold | Spill | None = None
 
     def recall(self, key: str) -> V | None:
-        """The entry, moved into memory from the store if it was there (None: no such entry)."""
+        """The entry, moved into memory if it was out of it (None: no such entry)."""
         entry = self.get(key)
         if entry is None and self.cold is not None:
             text = self.cold.get(self._prefix + key)
@@ -184,7 +243,7 @@ class Tiered(dict[str, V]):
         return entry
 
     def peek(self, key: str) -> V | None:
-        """The entry, read from the store if it is there, without moving it into memory."""
+        """The entry, read from out of memory if it is there, without moving it into memory."""
         entry = self.get(key)
         if entry is None and self.cold is not None:
             text = self.cold.get(self._prefix + key)
@@ -192,7 +251,7 @@ class Tiered(dict[str, V]):
         return entry
 
     def merged(self) -> dict[str, V]:
-        """Every entry: those in memory, then those only in the store (in key order)."""
+        """Every entry: those in memory, then those only out of it (in key order)."""
         every = dict(self)
         if self.cold is not None:
             skip = len(self._prefix)
@@ -201,10 +260,26 @@ class Tiered(dict[str, V]):
                     every[key[skip:]] = self._parse(text)
         return every
 
-    def split(self, closed: Callable[[V], bool],
-              dump: Callable[[V], str]) -> tuple[dict[str, V], list[tuple[str, str]]]:
-        """The entries in memory, parted for a snapshot: those that stay in it (by key), and
-        the `closed` ones as snapshot items, (key, text)."""
+    def spill(self, closed: Callable[[V], bool], dump: Callable[[V], str]) -> None:
+        """When more entries than `SPILL_AT` (or twice those that stayed the last time) are in
+        memory, move the `closed` ones to a `Spill`. A recalled entry is in both until it is
+        spilled again (memory wins; see `split`)."""
+        if len(self) <= self._limit:
+            return
+        out = [(key, entry) for key, entry in self.items() if closed(entry)]
+        if out:
+            spill = self.cold if isinstance(self.cold, Spill) else Spill(self.cold)
+            spill.put([(self._prefix + key, dump(entry)) for key, entry in out])
+            for key, _ in out:
+                del self[key]
+            self.cold = spill
+        self._limit = max(SPILL_AT, 2 * len(self))
+
+    def split(self, closed: Callable[[V], bool], dump: Callable[[V], str]
+              ) -> tuple[dict[str, V], Iterable[tuple[str, str]]]:
+        """The entries, parted for a snapshot: those that stay in memory (by key), and the rest
+        as snapshot items, (key, text): the `closed` ones in memory, then those spilled since
+        the last snapshot (read as the snapshot is stored)."""
         kept: dict[str, V] = {}
         items: list[tuple[str, str]] = []
         for key, entry in self.items():
@@ -212,14 +287,21 @@ class Tiered(dict[str, V]):
                 items.append((self._prefix + key, dump(entry)))
             else:
                 kept[key] = entry
-        return kept, items
+        if not isinstance(self.cold, Spill):
+            return kept, items
+        skip = len(self._prefix)
+        spilled = ((key, text) for key, text in self.cold.own(self._prefix)
+                   if key[skip:] not in self)
+        return kept, chain(items, spilled)
 
     def attach(self, cold: Cold, closed: Callable[[V], bool]) -> None:
-        """After a snapshot stored the `closed` entries as items: drop them from memory, and read
-        entries that are not in memory from `cold` (that snapshot's items) from now on."""
+        """After a snapshot stored the `closed` entries (and any spilled ones) as items: drop
+        them from memory, and read entries that are not in memory from `cold` (that snapshot's
+        items) from now on."""
         for key in [key for key, entry in self.items() if closed(entry)]:
             del self[key]
         self.cold = cold
+        self._limit = max(SPILL_AT, 2 * len(self))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Tiered):
@@ -276,3 +358,4 @@ def fold_page(projections: Sequence[Projection[Any]], states: list[Any], positio
         todo = page if at < first else [r for r in page if r.position > at]
         states[i] = projection.fold_rows(states[i], todo)
         positions[i] = last
+        projection.spill(states[i])

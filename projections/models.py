@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -69,11 +70,15 @@ class ReadModelsProjection(Projection[ReadModels]):
                       "agents": state.agents.dump(state.agents.agents.merged()),
                       "summary": state.summary.dump()})
 
-    def split(self, state: ReadModels) -> tuple[str, list[tuple[str, str]]]:
+    def split(self, state: ReadModels) -> tuple[str, Iterable[tuple[str, str]]]:
         tasks, closed = state.tasks.split()
         agents, gone = state.agents.split()
         return dumps({"tasks": tasks, "agents": agents, "summary": state.summary.dump()}), \
-            closed + gone
+            chain(closed, gone)
+
+    def spill(self, state: ReadModels) -> None:
+        state.tasks.spill()
+        state.agents.spill()
 
     def attach(self, state: ReadModels, cold: Cold) -> None:
         state.tasks.attach(cold)

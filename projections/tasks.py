@@ -9,6 +9,7 @@ and the summary consume that instead of following the lifecycle themselves.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -119,9 +120,12 @@ class TasksState:
                        prefix="task:")
         return cls(tasks, parse_anomalies(raw["anomalies"]), raw["anomaly_count"])
 
-    def split(self) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    def split(self) -> tuple[dict[str, Any], Iterable[tuple[str, str]]]:
         kept, items = self.tasks.split(is_closed, dumps)
         return self.dump(kept), items
+
+    def spill(self) -> None:
+        self.tasks.spill(is_closed, dumps)
 
     def attach(self, cold: Cold) -> None:
         self.tasks.attach(cold, is_closed)

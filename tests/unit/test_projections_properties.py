@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any
+from unittest.mock import patch
 
 import orjson
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from domain.codec import StoredEvent
 from domain.events import Event, EventType
 from domain.task import LIFECYCLE_TYPES, TaskStatus
+import projections.base
 from projections.base import MAX_ANOMALIES, Cold
 from projections.models import ReadModels, ReadModelsProjection, counts
 from projections.tasks import TOOL_TYPES
@@ -186,6 +188,37 @@ def test_incremental_chunks_equal_one_rebuild_equal_snapshot_plus_tail(
     resumed = snapshot_and_resume(p, rows[:cut], rows[cut:])
     assert resumed == rebuilt
     assert p.dump(resumed) == p.dump(rebuilt)
+
+
+@settings(max_examples=150)
+@given(event_sequences(), st.data())
+def test_spilling_closed_entries_and_snapshotting_them_changes_no_state(
+    events: list[Event], data: st.DataObject
+) -> None:
+    """What a long fold does (a rebuild, a start-up without snapshots): after each page, closed
+    tasks and offline agents leave memory for a scratch file once there are more than
+    `SPILL_AT` entries; a snapshot stores them as items, and folding goes on from it (in the
+    same state, or in one loaded from the snapshot). Here the limit is one entry."""
+    p, rows = projection(), stored(events)
+    store = MemoryStore()
+    with patch.object(projections.base, "SPILL_AT", 1):
+        state, i = p.initial(), 0
+        while i < len(rows):
+            size = data.draw(st.integers(1, 7), label="page")
+            state = p.fold_rows(state, rows[i : i + size])
+            i = min(i + size, len(rows))
+            p.spill(state)
+            assert state == plain_fold(events[:i])
+            if data.draw(st.integers(0, 3), label="snapshot") == 0:
+                text, items = p.split(state)
+                store.save_snapshot(p.name, p.version, rows[i - 1].position, text, items)
+                if data.draw(st.booleans(), label="reload it"):
+                    state = p.load(text)
+                p.attach(state, Cold(store, p.name, p.version, rows[i - 1].position))
+                assert all(t.is_open for t in state.tasks.tasks.values())
+    rebuilt = plain_fold(events)
+    assert state == rebuilt
+    assert p.dump(state) == p.dump(rebuilt)
 
 
 @settings(max_examples=100)
