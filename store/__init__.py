@@ -7,6 +7,7 @@ import os
 from domain.errors import StoreError
 from store.base import (
     EVERYTHING,
+    DataCondition,
     EventFilter,
     EventLogStore,
     PruneRecord,
@@ -23,6 +24,7 @@ from store.sqlite import SQLiteStore
 
 __all__ = [
     "EVERYTHING",
+    "DataCondition",
     "EventFilter",
     "EventLogStore",
     "MemoryStore",

@@ -50,6 +50,7 @@ _DIALECT = Dialect(
             "stream_version, schema_version, conforms, checksum",
     head="SELECT head FROM swarmlog_head",
     index_hints=False,
+    jsonb=True,
 )
 # One statement stores a batch: the rows, the new stream heads, the counter and the NOTIFY.
 # Columns travel as binary arrays (`%b`): 6x faster than text arrays, faster than COPY.
