@@ -176,6 +176,20 @@ class EventLog:
         """See `Store.query`: the events matching a filter, streamed."""
         return self.store.query(where, **options)
 
+    def latest(self, where: EventFilter = EVERYTHING, limit: int | None = None,
+               before: int | None = None) -> Iterator[StoredEvent]:
+        """The newest `limit` events matching `where` (all if None) before position `before`,
+        oldest first, streamed: a first pass finds where they begin (holding one row at a
+        time), a second reads them."""
+        if limit is None:
+            return self.store.query(where, before=before)
+        first = None
+        for row in self.store.query(where, before=before, limit=limit, newest_first=True):
+            first = row.position
+        if first is None:
+            return iter(())
+        return self.store.query(where, after=first - 1, before=before, limit=limit)
+
     def events_of_task(self, task_id: str) -> Iterator[StoredEvent]:
         """The stored events of one task, oldest first."""
         return self.store.query(EventFilter(task_id=task_id))
@@ -189,20 +203,21 @@ class EventLog:
             return 0
         return self.catch_up()
 
-    def catch_up(self) -> int:
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold what was appended since the last look (from the snapshots, the first time);
-        returns events read. Every `SNAPSHOT_AFTER` events folded, a snapshot is stored."""
-        read = self._fold()
+        returns events read. Every `SNAPSHOT_AFTER` events folded, a snapshot is stored.
+        `progress(done, total)` hears of the fold page by page (see `ProjectionRunner.start`)."""
+        read = self._fold(progress)
         if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
             with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
                 self._store_snapshot()
             self._snapshot_at = self.runner.position
         return read
 
-    def _fold(self) -> int:
+    def _fold(self, progress: Callable[[int, int], None] | None = None) -> int:
         if self._started:
-            return self.runner.catch_up()
-        read = self.runner.start()
+            return self.runner.catch_up(progress=progress)
+        read = self.runner.start(progress)
         self._started = True
         self._snapshot_at = self.runner.position - read  # where the loaded snapshots are
         return read

@@ -3,9 +3,11 @@ the rich tables made from those same rows."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from rich.table import Table
@@ -34,11 +36,22 @@ def _plain(value: Any) -> Any:
 
 # -- rows -----------------------------------------------------------------------------------------
 
+#: The columns of an event in CSV and TSV: the keys of its JSON line, `data` as its JSON text.
+EVENT_COLUMNS = ("position", "id", "event_type", "source", "task_id", "agent_id", "data",
+                 "timestamp", "stream_id", "stream_version", "schema_version", "conforms")
+
 
 def event_row(row: StoredEvent) -> Row:
     """An event as the one JSON-lines format has it (`store.archive.to_line`)."""
     found: Row = orjson.loads(to_line(row))
     return found
+
+
+def event_cells(row: StoredEvent) -> tuple[Any, ...]:
+    """An event's `EVENT_COLUMNS`, for CSV and TSV (`data` as it is stored: its JSON text)."""
+    return (row.position, row.id, row.event_type, row.source, row.task_id, row.agent_id, row.data,
+            row.timestamp, row.stream_id, row.stream_version, row.schema_version,
+            None if row.conforms is None else bool(row.conforms))
 
 
 def task_row(task: TaskView) -> Row:
@@ -67,6 +80,12 @@ def task_row(task: TaskView) -> Row:
     }
 
 
+#: The keys of `agent_row`: the columns of the roster in CSV and TSV.
+AGENT_COLUMNS = ("agent_id", "name", "presence", "capabilities", "current_task", "bids", "tasks_won",
+                 "tasks_completed", "tasks_failed", "sats_earned", "tool_calls", "tool_failures",
+                 "joined_at", "left_at", "left_reason", "anomaly_count")
+
+
 def agent_row(agent: AgentView) -> Row:
     return {
         "agent_id": agent.agent_id,
@@ -86,6 +105,87 @@ def agent_row(agent: AgentView) -> Row:
         "left_reason": agent.left_reason,
         "anomaly_count": agent.anomaly_count,
     }
+
+
+# -- streamed output: JSON, JSON lines, CSV, TSV ---------------------------------------------------
+#
+# Each writer takes an iterable and writes as it goes, a thousand records at a time, so that a
+# listing of the whole log costs one page of memory, whatever its length.
+
+_CHUNK = 1000
+
+
+def write_json_lines(lines: Iterable[bytes], out: IO[bytes]) -> int:
+    """Write ready JSON lines (each ending in a newline); returns how many."""
+    count, chunk = 0, []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) >= _CHUNK:
+            out.write(b"".join(chunk))
+            count += len(chunk)
+            chunk.clear()
+    out.write(b"".join(chunk))
+    out.flush()
+    return count + len(chunk)
+
+
+def json_line(row: Mapping[str, Any]) -> bytes:
+    """One record as a JSON line."""
+    return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS, default=_plain) + b"\n"
+
+
+def write_json_array(rows: Iterable[Any], out: IO[bytes]) -> int:
+    """Write records as one indented JSON array, exactly as `dumps(list(rows))` would, without
+    holding the list; returns how many."""
+    count, chunk = 0, []
+    for row in rows:
+        text = orjson.dumps(row, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
+                            default=_plain)
+        chunk.append((b"[\n  " if count == 0 else b",\n  ") + text.replace(b"\n", b"\n  "))
+        count += 1
+        if len(chunk) >= _CHUNK:
+            out.write(b"".join(chunk))
+            chunk.clear()
+    chunk.append(b"[]\n" if count == 0 else b"\n]\n")
+    out.write(b"".join(chunk))
+    out.flush()
+    return count
+
+
+def cell(value: Any) -> str:
+    """A value as a CSV cell: empty for null, true/false, ISO-8601 times, compact JSON for
+    lists and objects."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_plain).decode()
+
+
+def write_delimited(columns: Sequence[str], records: Iterable[Sequence[Any]], out: IO[bytes],
+                    delimiter: str = ",", header: bool = True) -> int:
+    """Write a header and records as CSV (or TSV, with a tab); returns how many records."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    count = 0
+    for record in records:
+        writer.writerow([cell(v) for v in record])
+        count += 1
+        if count % _CHUNK == 0:
+            out.write(text.getvalue().encode())
+            text.seek(0)
+            text.truncate()
+    out.write(text.getvalue().encode())
+    out.flush()
+    return count
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -112,18 +212,41 @@ def _seconds(value: float | None) -> str:
     return f"{value / 60:.1f}m" if value < 7200 else f"{value / 3600:.1f}h"
 
 
+#: What a narrow terminal leaves out of an events table first (the position and the type stay).
+_DROPPED_FIRST = ("agent", "task", "data", "time (UTC)")
+_MIN_DATA = 12
+
+
 def events_table(rows: Sequence[Row], title: str | None = None, width: int = 120) -> Table:
-    """Events one per line, fitted to `width` columns by cutting the data short."""
-    table = Table(title=title, header_style="bold")
+    """Events one per line, fitted to `width` columns: the data is cut short first, then whole
+    columns are left out (agent, task, data, time), never the position or the type."""
+    headers = ["#", "time (UTC)", "type", "task", "agent", "data"]
     cells = [[str(r["position"]), _when(r["timestamp"]), r["event_type"], r["task_id"] or "",
-              r["agent_id"] or "", r["data"] or None] for r in rows]
-    headers = ("#", "time (UTC)", "type", "task", "agent", "data")
-    fixed = [max([len(name), *(len(c[i]) for c in cells)]) for i, name in enumerate(headers[:-1])]
-    room = max(12, width - sum(fixed) - 3 * len(headers) - 1)  # borders and padding: 3 a column
-    for name in headers:
-        table.add_column(name, justify="right" if name == "#" else "left", no_wrap=True)
+              r["agent_id"] or "", r["data"]] for r in rows]
+    widths = {name: max([len(name), *(len(c[i]) for c in cells)])
+              for i, name in enumerate(headers[:-1])}
+    widths["data"] = _MIN_DATA
+
+    def needed(shown: list[str]) -> int:
+        return sum(widths[name] for name in shown) + 3 * len(shown) + 1  # borders and padding
+
+    shown = list(headers)
+    for name in _DROPPED_FIRST:
+        if needed(shown) <= width:
+            break
+        shown.remove(name)
+    left_out = [name for name in headers if name not in shown]
+    caption = f"({', '.join(left_out)} left out to fit {width} columns)" if left_out else None
+    table = Table(title=title, header_style="bold", caption=caption)
+    for name in shown:
+        table.add_column(name, justify="right" if name == "#" else "left", no_wrap=True,
+                         min_width=widths[name] if name == "#" else None,
+                         overflow="ellipsis")
+    room = max(_MIN_DATA, width - needed(shown) + _MIN_DATA)
     for cell in cells:
-        table.add_row(*cell[:-1], _short(cell[-1], room))
+        values = dict(zip(headers, cell, strict=True))
+        table.add_row(*(_short(values[name] or None, room) if name == "data" else values[name]
+                        for name in shown))
     return table
 
 
