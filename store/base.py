@@ -179,6 +179,11 @@ class EventLogStore(Protocol):
         """How much space the log's database takes (None where that is not a thing)."""
         ...
 
+    def vacuum(self) -> None:
+        """Reclaim the space that deleted rows (a prune's) left behind: SQLite rewrites the file
+        smaller; PostgreSQL's VACUUM makes the space reusable (and returns what it can)."""
+        ...
+
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction around several calls; nested uses join the outer one."""
         ...

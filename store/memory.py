@@ -129,6 +129,9 @@ class MemoryStore:
     def size_bytes(self) -> int | None:
         return None
 
+    def vacuum(self) -> None:
+        pass  # nothing is left behind in memory
+
     # -- snapshots and prunes -------------------------------------------------------------
 
     def save_snapshot(self, projection: str, version: int, position: int, state: str,

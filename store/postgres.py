@@ -25,6 +25,7 @@ falls back to polling `head()` where LISTEN is refused or the listening connecti
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -75,6 +76,9 @@ WITH rows AS (
 SELECT pg_notify('{CHANNEL}', %s)
 """
 _PAGE = 2000
+log = logging.getLogger("swarmlog.store")
+#: Swarmlog's tables whose rows a prune or a snapshot retirement deletes.
+_VACUUMED = ("event_log", "swarmlog_snapshots", "swarmlog_snapshot_items")
 _POLL = 0.05  # seconds between polls when LISTEN is unavailable
 _SAFETY_POLL = 1.0  # while listening, still look at the head this often
 
@@ -175,6 +179,7 @@ class PostgresStore(SQLStore):
                     conn.execute(sql.encode())  # several statements: no parameters
                     conn.execute(f"INSERT INTO {VERSION_TABLE} (version, name) VALUES (%s, %s)",
                                  (version, name))
+                    log.info("migrated %s: %s", self.location, name)
 
     def _current(self) -> _Transaction | None:
         tx: _Transaction | None = getattr(self._local, "tx", None)
@@ -334,6 +339,15 @@ class PostgresStore(SQLStore):
     def size_bytes(self) -> int | None:
         rows = self._fetch("SELECT pg_total_relation_size('event_log')")
         return int(rows[0][0])
+
+    def vacuum(self) -> None:
+        # Plain VACUUM (not FULL): it takes no lock that stops readers or writers, makes the
+        # deleted rows' space reusable, and gives back the pages at the end of each table.
+        try:
+            with self._pool.connection() as conn:  # autocommit: VACUUM runs outside a transaction
+                conn.execute(f"VACUUM (ANALYZE) {', '.join(_VACUUMED)}")
+        except (psycopg.Error, PoolTimeout) as e:
+            raise self._error("vacuum", e) from e
 
     def close(self) -> None:
         self._pool.close()

@@ -6,9 +6,11 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from domain.codec import StoredEvent, build_event, encode
 from domain.errors import InvalidEvent, StoreError
@@ -23,7 +25,7 @@ from projections.runner import ProjectionRunner, default_projections
 from projections.summary import SummaryState
 from projections.tasks import TasksState
 from projections.verify import VerifyReport, verify
-from store import EVERYTHING, EventFilter, Store, is_url, open_store, stored_count
+from store import EVERYTHING, EventFilter, Store, first_stored, is_url, open_store, stored_count
 
 #: Once the read models have folded this many events since their snapshots (at start-up, or
 #: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
@@ -36,7 +38,48 @@ SNAPSHOT_AFTER = 10_000
 DEFAULT_DB = "data/swarm.db"
 
 Subscriber = Callable[[StoredEvent], None]
+Progress = Callable[[int, int], None]
 log = logging.getLogger("swarmlog")
+#: An operation that takes longer than this many seconds is logged (at INFO; quicker: DEBUG).
+SLOW_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def _timed(what: Callable[[], str]) -> Iterator[None]:
+    """Log `what()` with the time it took: at INFO when slow, else at DEBUG."""
+    began = time.perf_counter()
+    yield
+    took = time.perf_counter() - began
+    level = logging.INFO if took >= SLOW_SECONDS else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(level, "%s in %.2fs", what(), took)
+
+
+@dataclass(frozen=True)
+class VacuumReport:
+    """The database's size before and after a vacuum (None where it has no size)."""
+
+    before_bytes: int | None
+    after_bytes: int | None
+    seconds: float
+
+
+class _Reporting:
+    """A store whose `read` reports how far it got: progress for a check that reads the log
+    through a store and has no progress hook of its own (`projections.verify`)."""
+
+    def __init__(self, inner: Store, progress: Progress) -> None:
+        self._inner, self._progress = inner, progress
+
+    def read(self, after: int = 0, until: int | None = None) -> Iterator[StoredEvent]:
+        end = self._inner.head() if until is None else until
+        for row in self._inner.read(after, until):
+            yield row
+            if row.position % 1000 == 0:
+                self._progress(row.position - after, end - after)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def default_location() -> str:
@@ -207,7 +250,9 @@ class EventLog:
         """Fold what was appended since the last look (from the snapshots, the first time);
         returns events read. Every `SNAPSHOT_AFTER` events folded, a snapshot is stored.
         `progress(done, total)` hears of the fold page by page (see `ProjectionRunner.start`)."""
-        read = self._fold(progress)
+        started = self._started
+        with _timed(lambda: f"{'caught up' if started else 'started'}: folded {read} events"):
+            read = self._fold(progress)
         if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
             with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
                 self._store_snapshot()
@@ -225,8 +270,11 @@ class EventLog:
     def _store_snapshot(self) -> list[int]:
         """Snapshot every read model, then retire the snapshots nothing needs any more."""
         ids = self.runner.snapshot()
-        pruning.retire(self.store, self.projections)
+        retired = pruning.retire(self.store, self.projections)
         self._snapshot_at = self.runner.position
+        log.info("stored snapshot%s %s of %s at position %d; retired %d older",
+                 "s" if len(ids) != 1 else "", ", ".join(map(str, ids)), self.location,
+                 self._snapshot_at, retired)
         return ids
 
     @property
@@ -257,9 +305,11 @@ class EventLog:
         self._fold()
         return self._store_snapshot()
 
-    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+    def rebuild(self, progress: Progress | None = None) -> int:
         """Discard the read models and refold them from the whole log; returns events read."""
-        read = self.runner.rebuild(progress)
+        read = 0
+        with _timed(lambda: f"rebuilt the read models from {read} events"):
+            read = self.runner.rebuild(progress)
         self._started = True
         self._snapshot_at = 0  # the rebuilt read models stand on no snapshot
         return read
@@ -267,31 +317,59 @@ class EventLog:
     # -- retention and checks -------------------------------------------------------------
 
     def prune(self, older_than: timedelta | None = None, before: datetime | None = None,
-              archive: str | os.PathLike[str] | None = None, dry_run: bool = False) -> PruneReport:
+              archive: str | os.PathLike[str] | None = None, dry_run: bool = False,
+              progress: Progress | None = None) -> PruneReport:
         """Delete the longest prefix of the log older than the cutoff, snapshotting every read
-        model at the cut first (and archiving the prefix to `archive`, a directory, if given)."""
+        model at the cut first (and archiving the prefix to `archive`, a directory, if given).
+        `progress(done, total)` hears of the fold of the prefix. The file does not shrink by
+        itself: see `vacuum`."""
         if (older_than is None) == (before is None):
             raise InvalidEvent("prune", "give exactly one of older_than= or before=")
         if before is not None and before.tzinfo is None:
             raise InvalidEvent("before", f"{before.isoformat()} is naive; give a timezone")
         cutoff = before if before is not None else utc_now() - older_than  # type: ignore[operator]
-        return pruning.prune(self.store, self.projections, cutoff, archive, dry_run)
+        began = time.perf_counter()
+        report = pruning.prune(self.store, self.projections, cutoff, archive, dry_run, progress)
+        if report.removed and not dry_run:
+            log.info("pruned %d events (positions %s..%s) older than %s from %s in %.2fs%s",
+                     report.removed, report.first_position, report.last_position,
+                     cutoff.isoformat(), self.location, time.perf_counter() - began,
+                     f"; archived to {report.archive_path}" if report.archive_path else "")
+        return report
+
+    def vacuum(self) -> VacuumReport:
+        """Give back the space deleted rows left behind (after a prune): SQLite rewrites the
+        file; PostgreSQL's VACUUM makes the space reusable. Returns the sizes before and after."""
+        before, began = self.store.size_bytes(), time.perf_counter()
+        self.store.vacuum()
+        report = VacuumReport(before, self.store.size_bytes(), time.perf_counter() - began)
+        log.info("vacuumed %s: %s bytes before, %s after, in %.2fs", self.location,
+                 report.before_bytes, report.after_bytes, report.seconds)
+        return report
 
     def status(self) -> dict[str, Any]:
         """Where the log stands, read from the store without folding anything: head, count,
-        size, each read model's snapshot and position and lag behind the head, snapshots, prunes."""
+        size; for each read model its newest snapshot, how many events a reader opening the log
+        folds after it (`to_fold`), and, if this log has folded it, its position and lag behind
+        the head (None when it has not); the newest snapshots; the prunes."""
         store = self.store
         head = store.head()
         folded = self.runner.positions() if self._started else {}
+        count = stored_count(store)
         models = {}
         for p in self.projections:
             snap = store.latest_snapshot(p.name, p.version)
-            at = folded.get(p.name, 0 if snap is None else snap.position)
-            models[p.name] = {"version": p.version, "position": at, "lag": head - at,
-                              "snapshot_position": None if snap is None else snap.position}
+            at = folded.get(p.name)
+            models[p.name] = {
+                "version": p.version, "folded": at is not None, "position": at,
+                "lag": None if at is None else head - at,
+                "snapshot_position": None if snap is None else snap.position,
+                "to_fold": count if snap is None else head - snap.position}
         snapshots = store.snapshots(with_state=False)
         return {
-            "location": self.location, "head": head, "count": stored_count(store),
+            "location": self.location, "backend": "postgresql" if is_url(self.location) else
+            "memory" if self.location == ":memory:" else "sqlite",
+            "head": head, "count": count, "first_position": first_stored(store),
             "size_bytes": store.size_bytes(), "projections": models,
             "snapshots": len(snapshots),
             "newest_snapshots": [{"id": s.id, "projection": s.projection, "version": s.version,
@@ -302,9 +380,12 @@ class EventLog:
                        for r in store.prunes()],
         }
 
-    def verify(self) -> VerifyReport:
-        """Check the whole log end to end (see `projections.verify`)."""
-        return verify(self.store, self.projections)
+    def verify(self, progress: Progress | None = None) -> VerifyReport:
+        """Check the whole log end to end (see `projections.verify`); `progress(done, total)`
+        hears how far through the stored events it is."""
+        store = self.store if progress is None else cast(Store, _Reporting(self.store, progress))
+        with _timed(lambda: f"verified {self.location}"):
+            return verify(store, self.projections)
 
     def close(self) -> None:
         self.store.close()

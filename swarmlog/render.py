@@ -3,11 +3,9 @@ the rich tables made from those same rows."""
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from rich.table import Table
@@ -23,10 +21,11 @@ Row = dict[str, Any]
 def dumps(data: Any) -> str:
     """Indented JSON of rows (datetimes as ISO-8601, enums as their values)."""
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
-                        default=_plain).decode()
+                        default=plain).decode()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """What orjson is given for a value it does not know (`default=`)."""
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, set | frozenset | tuple):
@@ -105,87 +104,6 @@ def agent_row(agent: AgentView) -> Row:
         "left_reason": agent.left_reason,
         "anomaly_count": agent.anomaly_count,
     }
-
-
-# -- streamed output: JSON, JSON lines, CSV, TSV ---------------------------------------------------
-#
-# Each writer takes an iterable and writes as it goes, a thousand records at a time, so that a
-# listing of the whole log costs one page of memory, whatever its length.
-
-_CHUNK = 1000
-
-
-def write_json_lines(lines: Iterable[bytes], out: IO[bytes]) -> int:
-    """Write ready JSON lines (each ending in a newline); returns how many."""
-    count, chunk = 0, []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) >= _CHUNK:
-            out.write(b"".join(chunk))
-            count += len(chunk)
-            chunk.clear()
-    out.write(b"".join(chunk))
-    out.flush()
-    return count + len(chunk)
-
-
-def json_line(row: Mapping[str, Any]) -> bytes:
-    """One record as a JSON line."""
-    return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS, default=_plain) + b"\n"
-
-
-def write_json_array(rows: Iterable[Any], out: IO[bytes]) -> int:
-    """Write records as one indented JSON array, exactly as `dumps(list(rows))` would, without
-    holding the list; returns how many."""
-    count, chunk = 0, []
-    for row in rows:
-        text = orjson.dumps(row, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
-                            default=_plain)
-        chunk.append((b"[\n  " if count == 0 else b",\n  ") + text.replace(b"\n", b"\n  "))
-        count += 1
-        if len(chunk) >= _CHUNK:
-            out.write(b"".join(chunk))
-            chunk.clear()
-    chunk.append(b"[]\n" if count == 0 else b"\n]\n")
-    out.write(b"".join(chunk))
-    out.flush()
-    return count
-
-
-def cell(value: Any) -> str:
-    """A value as a CSV cell: empty for null, true/false, ISO-8601 times, compact JSON for
-    lists and objects."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, int | float):
-        return str(value)
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_plain).decode()
-
-
-def write_delimited(columns: Sequence[str], records: Iterable[Sequence[Any]], out: IO[bytes],
-                    delimiter: str = ",", header: bool = True) -> int:
-    """Write a header and records as CSV (or TSV, with a tab); returns how many records."""
-    text = io.StringIO()
-    writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
-    if header:
-        writer.writerow(columns)
-    count = 0
-    for record in records:
-        writer.writerow([cell(v) for v in record])
-        count += 1
-        if count % _CHUNK == 0:
-            out.write(text.getvalue().encode())
-            text.seek(0)
-            text.truncate()
-    out.write(text.getvalue().encode())
-    out.flush()
-    return count
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -324,20 +242,72 @@ def summary_tables(data: Mapping[str, Any]) -> list[Table]:
             counts_table(("event type", "all time", window), rows, "events by type")]
 
 
+def size(value: int | None) -> str:
+    """Bytes as a person reads them: 532.4 MB."""
+    if value is None:
+        return "not known"
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if value >= scale:
+            return f"{value / scale:,.1f} {unit}"
+    return f"{value} bytes"
+
+
+def _stamp(text: str) -> str:
+    return f"{_when(text)} UTC"
+
+
+def _model_words(model: Mapping[str, Any], head: int) -> str:
+    snap = model["snapshot_position"]
+    if model["folded"]:
+        lag = model["lag"]
+        folded = f"folded to position {model['position']:,}" + (
+            " (up to date)" if not lag else f", {lag:,} events behind the head")
+    else:
+        folded = "not folded in this process"
+    if snap is None:
+        stored = f"no snapshot yet: a reader opening the log folds all {model['to_fold']:,} events"
+    elif not model["to_fold"]:
+        stored = f"newest snapshot at position {snap:,}, the head"
+    else:
+        stored = (f"newest snapshot at position {snap:,}: a reader opening the log folds the "
+                  f"{model['to_fold']:,} events after it")
+    return f"{folded}; {stored}"
+
+
 def status_tables(data: Mapping[str, Any]) -> list[Table]:
-    """`EventLog.status()`: its scalars as one table, each nested mapping or list as another."""
-    tables = [pairs_table({k: v for k, v in data.items() if not isinstance(v, dict | list)}, "status")]
-    for key, value in data.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            columns = list(dict.fromkeys(c for v in value.values() for c in v))
-            rows = [(name, *(v.get(c, "") for c in columns)) for name, v in value.items()]
-            tables.append(counts_table((key, *columns), rows, key))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            columns = list(dict.fromkeys(c for v in value for c in v))
-            tables.append(counts_table(columns, ([v.get(c, "") for c in columns] for v in value), key))
-        elif isinstance(value, dict | list) and value:
-            tables.append(pairs_table({key: value}))
-    return tables
+    """`EventLog.status()` in words, one line per aspect of the log."""
+    head, count = data["head"], data["count"]
+    backend = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "memory": "in memory"}[data["backend"]]
+    pruned = head - count
+    if not count:
+        events = "none stored" + (f" ({pruned:,} pruned)" if pruned else "")
+    else:
+        events = (f"{count:,} stored, positions {data['first_position']:,} to {head:,}"
+                  + (f" ({pruned:,} before them pruned)" if pruned else ""))
+    words: dict[str, str] = {"log": f"{data['location']} ({backend})",
+                             "size": size(data["size_bytes"]), "events": events}
+    for name, model in data["projections"].items():
+        words[f"{name} v{model['version']}"] = _model_words(model, head)
+    newest = data["newest_snapshots"]
+    words["snapshots"] = ("none" if not data["snapshots"] else
+                          f"{data['snapshots']} stored; the newest at position "
+                          f"{newest[-1]['position']:,}, taken {_stamp(newest[-1]['created_at'])}")
+    prunes = data["prunes"]
+    if prunes:
+        last = prunes[-1]
+        words["prunes"] = (f"{len(prunes)}; the latest removed positions {last['first']:,} to "
+                           f"{last['last']:,} ({last['removed']:,} events older than "
+                           f"{_stamp(last['cutoff'])}) at {_stamp(last['pruned_at'])}"
+                           + (f", archived to {last['archive']}" if last["archive"] else
+                              ", without an archive"))
+    else:
+        words["prunes"] = "none"
+    table = Table(title="status", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, value in words.items():
+        table.add_row(key, value)
+    return [table]
 
 
 def demo_tables(agents: Sequence[Row], tasks: Sequence[Row]) -> list[Table]:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -177,6 +178,27 @@ def progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], 
     finally:
         if shown:
             bar.stop()
+
+
+@contextmanager
+def output_file(path: str) -> Iterator[IO[bytes]]:
+    """Standard output for "-"; else the file at `path`, written under a temporary name beside
+    it and renamed over it only once everything is written, so that Ctrl-C or a failure leaves
+    no partial file (and an existing file whole)."""
+    if path == "-":
+        yield sys.stdout.buffer
+        return
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with open(temp, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def folded(log: EventLog) -> ReadModels:

@@ -16,7 +16,7 @@ from domain.codec import StoredEvent
 from domain.events import EventType
 from store import DataCondition, EventFilter
 from store.archive import to_line
-from swarmlog import render
+from swarmlog import formats, render
 from swarmlog.cli.app import make_console, moment
 from swarmlog.timeparse import MOMENT_HELP
 
@@ -120,11 +120,11 @@ def emit_events(rows: Iterable[StoredEvent], fmt: str, title: Callable[[int], st
     """Events in the format asked for, streamed (a table is made of all of them)."""
     out = stdout()
     if fmt == "nl":
-        render.write_json_lines(map(to_line, rows), out)
+        formats.write_json_lines(map(to_line, rows), out)
     elif fmt == "json":
-        render.write_json_array(map(render.event_row, rows), out)
+        formats.write_json_array(map(render.event_row, rows), out)
     elif fmt in ("csv", "tsv"):
-        render.write_delimited(render.EVENT_COLUMNS, map(render.event_cells, rows), out,
+        formats.write_delimited(render.EVENT_COLUMNS, map(render.event_cells, rows), out,
                                "," if fmt == "csv" else "\t")
     else:
         shown = [render.event_row(r) for r in rows]
@@ -137,11 +137,11 @@ def emit_records(rows: Iterable[render.Row], fmt: str, columns: Sequence[str],
     """Records (plain rows) in the format asked for; `table` makes the table of them."""
     out = stdout()
     if fmt == "nl":
-        render.write_json_lines(map(render.json_line, rows), out)
+        formats.write_json_lines(map(formats.json_line, rows), out)
     elif fmt == "json":
-        render.write_json_array(rows, out)
+        formats.write_json_array(rows, out)
     elif fmt in ("csv", "tsv"):
-        render.write_delimited(columns, ([r[c] for c in columns] for r in rows), out,
+        formats.write_delimited(columns, ([r[c] for c in columns] for r in rows), out,
                                "," if fmt == "csv" else "\t")
     else:
         make_console().print(table(list(rows)))
@@ -156,11 +156,11 @@ class EventStream:
 
     def write(self, rows: Iterable[StoredEvent]) -> None:
         if self.fmt in ("json", "nl"):
-            render.write_json_lines(map(to_line, rows), self.out)
+            formats.write_json_lines(map(to_line, rows), self.out)
         elif self.fmt in ("csv", "tsv"):
-            render.write_delimited(render.EVENT_COLUMNS, map(render.event_cells, rows), self.out,
+            formats.write_delimited(render.EVENT_COLUMNS, map(render.event_cells, rows), self.out,
                                    "," if self.fmt == "csv" else "\t", header=self._header)
             self._header = False
         else:
-            render.write_json_lines((render.event_line(render.event_row(r)).encode() + b"\n"
+            formats.write_json_lines((render.event_line(render.event_row(r)).encode() + b"\n"
                                      for r in rows), self.out)
