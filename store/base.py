@@ -244,6 +244,15 @@ class Store(EventLogStore, SnapshotStore, Protocol):
     """Both halves on one connection: what `EventLog` opens."""
 
 
+@runtime_checkable
+class ViewStore(Protocol):
+    """A store that can hold SQL views (SQLite: what Datasette and other clients read)."""
+
+    def define_view(self, name: str, select: str) -> bool:
+        """Make view `name` be `select` (left alone if it already is); True if it changed."""
+        ...
+
+
 def first_stored(store: Store) -> int:
     """The position of the oldest row still stored (head + 1 when none is): everything before
     it was pruned, in the recorded prunes."""

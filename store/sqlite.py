@@ -278,6 +278,19 @@ class SQLiteStore(SQLStore):
         pages, size = self._fetch("SELECT * FROM pragma_page_count(), pragma_page_size()")[0]
         return int(pages * size)
 
+    def define_view(self, name: str, select: str) -> bool:
+        sql = f"CREATE VIEW {name} AS {select}"
+        look = "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?"
+        if self._fetch(look, (name,)) == [(sql,)]:
+            return False
+        with self.transaction():
+            if self._fetch(look, (name,)) == [(sql,)]:  # another process was quicker
+                return False
+            self._execute(f"DROP VIEW IF EXISTS {name}")
+            self._execute(sql)
+        log.info("defined the view %s in %s", name, self.location)
+        return True
+
     def vacuum(self) -> None:
         # VACUUM rewrites the file through the WAL; the checkpoint then truncates both, so the
         # space is back on disk when this returns (unless a reader holds the WAL meanwhile).

@@ -25,7 +25,17 @@ from projections.runner import ProjectionRunner, default_projections
 from projections.summary import SummaryState
 from projections.tasks import TasksState
 from projections.verify import VerifyReport, verify
-from store import EVERYTHING, EventFilter, Store, first_stored, is_url, open_store, stored_count
+from store import (
+    EVERYTHING,
+    EventFilter,
+    Store,
+    ViewStore,
+    first_stored,
+    is_url,
+    open_store,
+    stored_count,
+)
+from swarmlog.views import read_model_views
 
 #: Once the read models have folded this many events since their snapshots (at start-up, or
 #: while a long-running log catches up), a new snapshot is stored: the next start-up folds at
@@ -275,7 +285,14 @@ class EventLog:
         log.info("stored snapshot%s %s of %s at position %d; retired %d older",
                  "s" if len(ids) != 1 else "", ", ".join(map(str, ids)), self.location,
                  self._snapshot_at, retired)
+        self._define_views()
         return ids
+
+    def _define_views(self) -> None:
+        """The SQL views of the read models (`swarmlog.views`), where the store holds views."""
+        if isinstance(self.store, ViewStore):
+            for name, select in read_model_views(self.projections).items():
+                self.store.define_view(name, select)
 
     @property
     def models(self) -> ReadModels:
@@ -331,6 +348,7 @@ class EventLog:
         began = time.perf_counter()
         report = pruning.prune(self.store, self.projections, cutoff, archive, dry_run, progress)
         if report.removed and not dry_run:
+            self._define_views()
             log.info("pruned %d events (positions %s..%s) older than %s from %s in %.2fs%s",
                      report.removed, report.first_position, report.last_position,
                      cutoff.isoformat(), self.location, time.perf_counter() - began,

@@ -342,3 +342,4 @@ def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
                   "swarmlog prune --older-than 3d --dry-run")
 
 
+

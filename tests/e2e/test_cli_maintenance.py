@@ -40,6 +40,7 @@ def db(demo_db: Path, tmp_path: Path) -> Path:
     ["rebuild"], ["snapshot"], ["vacuum"], ["prune", "--older-than", "1d"],
     ["prune", "--older-than", "1d", "--dry-run"], ["export", "-o", "{tmp}/out.jsonl"],
     ["import", "{tmp}/in.jsonl"], ["demo", "--agents", "2", "--tasks", "3"],
+    ["metrics"], ["datasette-metadata"],
 ], ids=" ".join)
 def test_every_command_reports_as_json(db: Path, tmp_path: Path, args: list[str]) -> None:
     (tmp_path / "in.jsonl").write_text(ok("export", db=db).stdout)
