@@ -59,6 +59,16 @@ def fail(message: str) -> NoReturn:
 class _Swarmlog(click.Group):
     """Runs a command and turns every expected failure into one line on stderr and exit code 2."""
 
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (`swarmlog events --nl | head`): stop quietly with 0, like
+            # other tools, before click makes it exit code 1. Standard output now goes nowhere,
+            # so that flushing what is buffered at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         try:

@@ -1,0 +1,38 @@
+"""Big logs for the streaming tests, made quickly: a base of real events appended through
+`EventLog`, then copied over and over in SQL (new ids, tasks, agents and streams per copy),
+as another client of the file could. The copies carry no checksum, so a fold validates them in
+full, as it does any row swarmlog did not write."""
+
+from __future__ import annotations
+
+import sqlite3
+from itertools import islice
+from pathlib import Path
+
+from benchmarks.workload import swarm_specs, to_event
+from swarmlog.log import EventLog
+
+_COPY = """
+WITH RECURSIVE copies(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM copies WHERE k < ?)
+INSERT INTO event_log (id, event_type, source, task_id, agent_id, data, timestamp, stream_id,
+                       stream_version, schema_version, conforms, checksum)
+SELECT id || '-' || k, event_type, source, task_id || '-' || k, agent_id || '-' || k, data,
+       timestamp, stream_id || '-' || k, stream_version, schema_version, conforms, NULL
+FROM copies, (SELECT * FROM event_log WHERE seq <= ?) ORDER BY k, seq
+"""
+
+
+def big_log(path: Path, events: int, base: int = 10_000) -> Path:
+    """An SQLite log of `events` events (a multiple of `base`)."""
+    with EventLog(path) as log:
+        specs = swarm_specs(base)
+        while batch := [to_event(s) for s in islice(specs, 5000)]:
+            log.append(batch)
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("BEGIN")
+        conn.execute(_COPY, (events // base - 1, base))
+        conn.execute("INSERT INTO swarmlog_streams SELECT stream_id, max(stream_version) "
+                     "FROM event_log GROUP BY stream_id ON CONFLICT DO NOTHING")
+        conn.execute("COMMIT")
+    conn.close()
+    return path
