@@ -392,7 +392,8 @@ class EventLog:
             "snapshots": len(snapshots),
             "newest_snapshots": [{"id": s.id, "projection": s.projection, "version": s.version,
                                   "position": s.position, "created_at": s.created_at}
-                                 for s in snapshots[-len(self.projections):]],
+                                 for s in sorted(snapshots, key=lambda s: (s.position, s.id))
+                                 [-len(self.projections):]],
             "prunes": [{"first": r.first_position, "last": r.last_position, "removed": r.removed,
                         "cutoff": r.cutoff, "pruned_at": r.pruned_at, "archive": r.archive_path}
                        for r in store.prunes()],

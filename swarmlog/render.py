@@ -295,7 +295,7 @@ def status_tables(data: Mapping[str, Any]) -> list[Table]:
     prunes = data["prunes"]
     if prunes:
         last = prunes[-1]
-        words["prunes"] = (f"{len(prunes)}; the latest removed positions {last['first']:,} to "
+        words["prunes"] = (f"{len(prunes)} so far; the latest removed positions {last['first']:,} to "
                            f"{last['last']:,} ({last['removed']:,} events older than "
                            f"{_stamp(last['cutoff'])}) at {_stamp(last['pruned_at'])}"
                            + (f", archived to {last['archive']}" if last["archive"] else

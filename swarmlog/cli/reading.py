@@ -53,7 +53,7 @@ def events(limit: int, fmt: str, **filters: Any) -> None:
     """
     where = event_filter(**filters)
     log = open_log()
-    emit_events(log.latest(where, limit or None), fmt, lambda n: f"{n} events")
+    emit_events(log.latest(where, limit or None), fmt, lambda n: f"{n} event{'' if n == 1 else 's'}")
 
 
 @cli.command()
