@@ -33,14 +33,20 @@ def stdout() -> IO[bytes]:
 # -- options --------------------------------------------------------------------------------------
 
 
-def output_options(f: F) -> F:
-    """--json, --nl, --csv, --tsv: one output format (a table when none is given)."""
-    helps = {"json": "Print one JSON array (the rows of the table).",
+def output_options(lines: bool = False) -> Callable[[F], F]:
+    """--json, --nl, --csv, --tsv: one output format (a table, or with `lines` one line per
+    event, when none is given). With `lines` (`tail`), --json writes JSON lines as --nl does."""
+    helps = {"json": "Print one JSON object per line (as --nl)." if lines else
+                     "Print one JSON array (the rows of the table).",
              "nl": "Print one JSON object per line (streamed: any length in constant memory).",
              "csv": "Print CSV with a header row.", "tsv": "Print tab-separated values with a header row."}
-    for name in reversed(FORMATS):
-        f = click.option(f"--{name}", "fmt", flag_value=name, help=helps[name])(f)
-    return click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(f)
+
+    def decorate(f: F) -> F:
+        for name in reversed(FORMATS):
+            f = click.option(f"--{name}", "fmt", flag_value=name, help=helps[name])(f)
+        return click.option("--table", "fmt", flag_value="table", default=True, hidden=True)(f)
+
+    return decorate
 
 
 def _complete_type(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

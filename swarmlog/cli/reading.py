@@ -38,7 +38,7 @@ from swarmlog.cli.listing import (
 @filter_options()
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
               help="The newest N matching events (0: all).")
-@output_options
+@output_options()
 @db_option
 def events(limit: int, fmt: str, **filters: Any) -> None:
     """List events, oldest first (the newest --limit of those matching).
@@ -61,7 +61,7 @@ def events(limit: int, fmt: str, **filters: Any) -> None:
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True,
               help="How many of the newest events to print first.")
 @filter_options(times=False)
-@output_options
+@output_options(lines=True)
 @db_option
 def tail(follow: bool, lines: int, fmt: str, **filters: Any) -> None:
     """Print the newest events; with -f, follow new ones until Ctrl-C.
@@ -155,7 +155,7 @@ def agent(agent_id: str, limit: int, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--online", is_flag=True, help="Only the agents online now.")
-@output_options
+@output_options()
 @db_option
 def agents(online: bool, fmt: str) -> None:
     """List the agent roster: presence, current task, work done and sats earned.
