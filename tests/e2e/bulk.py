@@ -29,8 +29,17 @@ def big_log(path: Path, events: int, base: int = 10_000) -> Path:
         while batch := [to_event(s) for s in islice(specs, 5000)]:
             log.append(batch)
     with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-200000")
         conn.execute("BEGIN")
+        # The indexes are made again after the copy: a third of the time of keeping them.
+        indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                               "AND tbl_name = 'event_log' AND sql IS NOT NULL").fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX {name}")
         conn.execute(_COPY, (events // base - 1, base))
+        for _, sql in indexes:
+            conn.execute(sql)
         conn.execute("INSERT INTO swarmlog_streams SELECT stream_id, max(stream_version) "
                      "FROM event_log GROUP BY stream_id ON CONFLICT DO NOTHING")
         conn.execute("COMMIT")
