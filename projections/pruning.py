@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -167,8 +167,10 @@ def restore(store: Store, projection: Projection[Any], upto: int | None = None, 
 
 
 def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime,
-          archive: str | os.PathLike[str] | None = None, dry_run: bool = False) -> PruneReport:
-    """Delete the longest stored prefix older than `cutoff`, snapshotting every projection first."""
+          archive: str | os.PathLike[str] | None = None, dry_run: bool = False,
+          progress: Callable[[int, int], None] | None = None) -> PruneReport:
+    """Delete the longest stored prefix older than `cutoff`, snapshotting every projection first.
+    `progress(done, total)` hears of the fold (and archive) of the prefix, page by page."""
     cutoff_text = timestamp_text(cutoff)
     with store.transaction():
         first, end = first_stored(store), prefix_end(store, cutoff)
@@ -192,6 +194,8 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
                 if len(page) == PAGE_SIZE:
                     fold_page(projections, states, positions, page)
                     page = []
+                    if progress is not None:
+                        progress(row.position - start, end - start)
                 if row.position >= first:
                     yield to_line(row)
             if page:

@@ -93,22 +93,23 @@ class ProjectionRunner:
 
     # -- folding --------------------------------------------------------------------------------
 
-    def start(self) -> int:
+    def start(self, progress: Progress | None = None) -> int:
         """Restore each projection (by default from its newest snapshot of its current version:
         older versions are ignored, so a changed fold refolds) and fold the events after them in
         one pass from the lowest position any of them needs; returns how many were read. Raises
-        ProjectionError if events a projection needs were pruned."""
+        ProjectionError if events a projection needs were pruned. `progress(done, total)` is
+        called after each page, in positions folded through of those to fold."""
         with self._folding:
             self._load_snapshots(upto=None)
-            return self._fold()
+            return self._fold(progress=progress)
 
-    def catch_up(self, on_event: OnRow | None = None) -> int:
+    def catch_up(self, on_event: OnRow | None = None, progress: Progress | None = None) -> int:
         """Fold the events appended since the last fold (starting first if needed); returns how
-        many were read. `on_event` sees each event once it is folded."""
+        many were read. `on_event` sees each event once it is folded; `progress` as in `start`."""
         with self._folding:
             if not self._started:
                 self._load_snapshots(upto=None)
-            return self._fold(on_event=on_event)
+            return self._fold(on_event=on_event, progress=progress)
 
     def fold_to(self, position: int) -> int:
         """Fold every projection to exactly `position` (the end of a prefix about to be pruned):
@@ -196,11 +197,12 @@ class ProjectionRunner:
             self._states, self._positions = states, positions
             self._started = True
 
-    def _fold(self, until: int | None = None,
-              on_event: OnRow | None = None) -> int:
+    def _fold(self, until: int | None = None, on_event: OnRow | None = None,
+              progress: Progress | None = None) -> int:
         """Fold every event after the lowest position (through `until`) into the projections
         that have not seen it; returns how many events were read."""
         after, read = self.position, 0
+        total = (self.store.head() if until is None else until) - after
         for page in _pages(self.store.read(after, until), until, self._page_size):
             if read == 0 and page[0].position > after + 1:
                 return self._fold_over_gap(until, on_event)
@@ -217,6 +219,8 @@ class ProjectionRunner:
             if on_event is not None:
                 for row in page:
                     on_event(row)
+            if progress is not None:
+                progress(min(page[-1].position - after, total), total)
         if read == 0 and (until is None or until > after) and self._pruned_after(after):
             return self._fold_over_gap(until, on_event)
         return read

@@ -7,12 +7,14 @@ import os
 from domain.errors import StoreError
 from store.base import (
     EVERYTHING,
+    DataCondition,
     EventFilter,
     EventLogStore,
     PruneRecord,
     SnapshotRecord,
     SnapshotStore,
     Store,
+    ViewStore,
     first_stored,
     prefix_end,
     stored_count,
@@ -23,6 +25,7 @@ from store.sqlite import SQLiteStore
 
 __all__ = [
     "EVERYTHING",
+    "DataCondition",
     "EventFilter",
     "EventLogStore",
     "MemoryStore",
@@ -31,6 +34,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "Store",
+    "ViewStore",
     "first_stored",
     "is_url",
     "open_store",

@@ -8,21 +8,82 @@ was pruned. Every backend implements both on one connection, so one transaction 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import orjson
 
 from domain.codec import StoredEvent
 from store.chain import Chain
+
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_KEY = re.compile(r"[^\s\"'.$\[\]*]+")
+#: The comparisons a `DataCondition` makes.
+DATA_OPERATORS = ("=", "!=", ">", "<")
+
+
+@dataclass(frozen=True, slots=True)
+class DataCondition:
+    """A condition on one field of the payload: `path` (keys, outermost first) `op` `value`.
+
+    `=` holds for a string equal to `value`, a number equal to it (when `value` is a number),
+    `true`/`false`/`null` for those JSON literals; `!=` holds exactly where `=` does not (an event
+    without the field included); `>` and `<` compare numbers only (`value` must be one). Only
+    payloads that conform to their type's schema are looked into (the others may hold text that
+    is not JSON): such a row satisfies `!=` and nothing else."""
+
+    path: tuple[str, ...]
+    op: str
+    value: str
+
+    def __post_init__(self) -> None:
+        if self.op not in DATA_OPERATORS:
+            raise ValueError(f"operator {self.op!r} is not one of {', '.join(DATA_OPERATORS)}")
+        if not self.path or not all(_KEY.fullmatch(key) for key in self.path):
+            raise ValueError(f"{'.'.join(self.path)!r} is not a path of keys (letters, digits, "
+                             "- and _, joined by dots)")
+        if self.op in (">", "<") and self.number is None:
+            raise ValueError(f"{self.op} compares numbers, and {self.value!r} is not one")
+
+    @property
+    def number(self) -> int | float | None:
+        """`value` as a number, if it is one (JSON's spelling)."""
+        if not _NUMBER.fullmatch(self.value):
+            return None
+        return float(self.value) if any(c in self.value for c in ".eE") else int(self.value)
+
+    def holds(self, row: StoredEvent) -> bool:
+        """Whether the row satisfies the condition (the plain definition the SQL follows)."""
+        found: Any = _MISSING
+        if row.conforms and row.data is not None:
+            found = orjson.loads(row.data)
+            for key in self.path:
+                found = found.get(key, _MISSING) if isinstance(found, dict) else _MISSING
+        if self.op in (">", "<"):
+            number = self.number
+            if isinstance(found, bool) or not isinstance(found, int | float) or number is None:
+                return False
+            return found > number if self.op == ">" else found < number
+        equal = (found == self.value if isinstance(found, str)
+                 else self.value == ("true" if found else "false") if isinstance(found, bool)
+                 else found == self.number if isinstance(found, int | float)
+                 else self.value == "null" if found is None
+                 else False)
+        return equal if self.op == "=" else not equal
+
+
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events a query wants: each given condition must hold (None: any).
 
-    `types` are event-type texts; `since <= timestamp < until`."""
+    `types` are event-type texts; `since <= timestamp < until`; every one of `data` holds."""
 
     types: frozenset[str] | None = None
     task_id: str | None = None
@@ -30,6 +91,7 @@ class EventFilter:
     source: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    data: tuple[DataCondition, ...] = ()
 
 
 EVERYTHING = EventFilter()
@@ -134,6 +196,11 @@ class EventLogStore(Protocol):
         """How much space the log's database takes (None where that is not a thing)."""
         ...
 
+    def vacuum(self) -> None:
+        """Reclaim the space that deleted rows (a prune's) left behind: SQLite rewrites the file
+        smaller; PostgreSQL's VACUUM makes the space reusable (and returns what it can)."""
+        ...
+
     def transaction(self) -> AbstractContextManager[None]:
         """One write transaction around several calls; nested uses join the outer one."""
         ...
@@ -209,6 +276,15 @@ class Store(EventLogStore, SnapshotStore, Protocol):
 
     def epochs(self) -> list[ChainEpoch]:
         """Where the chain starts, and each later change of algorithm or key, in order."""
+        ...
+
+
+@runtime_checkable
+class ViewStore(Protocol):
+    """A store that can hold SQL views (SQLite: what Datasette and other clients read)."""
+
+    def define_view(self, name: str, select: str) -> bool:
+        """Make view `name` be `select` (left alone if it already is); True if it changed."""
         ...
 
 

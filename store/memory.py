@@ -26,7 +26,8 @@ def _matches(where: EventFilter, row: StoredEvent) -> bool:
             and (where.task_id is None or row.task_id == where.task_id)
             and (where.agent_id is None or row.agent_id == where.agent_id)
             and (where.source is None or row.source == where.source)
-            and (lo is None or row.timestamp >= lo) and (hi is None or row.timestamp < hi))
+            and (lo is None or row.timestamp >= lo) and (hi is None or row.timestamp < hi)
+            and all(condition.holds(row) for condition in where.data))
 
 
 class MemoryStore:
@@ -159,6 +160,9 @@ class MemoryStore:
             self._epochs = [*self._epochs, ChainEpoch(head + 1, self.chain.algorithm,
                                                       self.chain.key_id, previous)]
         return previous
+
+    def vacuum(self) -> None:
+        pass  # nothing is left behind in memory
 
     # -- snapshots and prunes -------------------------------------------------------------
 

@@ -25,6 +25,7 @@ falls back to polling `head()` where LISTEN is refused or the listening connecti
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -51,6 +52,7 @@ _DIALECT = Dialect(
             "stream_version, schema_version, conforms, hash",
     head="SELECT head FROM swarmlog_head",
     index_hints=False,
+    jsonb=True,
 )
 # One statement stores a batch: the rows, the new stream heads, the counter and the NOTIFY.
 # Columns travel as binary arrays (`%b`): 6x faster than text arrays, faster than COPY.
@@ -75,6 +77,9 @@ WITH rows AS (
 SELECT pg_notify('{CHANNEL}', %s)
 """
 _PAGE = 2000
+log = logging.getLogger("swarmlog.store")
+#: Swarmlog's tables whose rows a prune or a snapshot retirement deletes.
+_VACUUMED = ("event_log", "swarmlog_snapshots", "swarmlog_snapshot_items")
 _POLL = 0.05  # seconds between polls when LISTEN is unavailable
 _SAFETY_POLL = 1.0  # while listening, still look at the head this often
 
@@ -180,6 +185,7 @@ class PostgresStore(SQLStore):
                     conn.execute(sql.encode())  # several statements: no parameters
                     conn.execute(f"INSERT INTO {VERSION_TABLE} (version, name) VALUES (%s, %s)",
                                  (version, name))
+                    log.info("migrated %s: %s", self.location, name)
 
     def _current(self) -> _Transaction | None:
         tx: _Transaction | None = getattr(self._local, "tx", None)
@@ -351,6 +357,15 @@ class PostgresStore(SQLStore):
     def size_bytes(self) -> int | None:
         rows = self._fetch("SELECT pg_total_relation_size('event_log')")
         return int(rows[0][0])
+
+    def vacuum(self) -> None:
+        # Plain VACUUM (not FULL): it takes no lock that stops readers or writers, makes the
+        # deleted rows' space reusable, and gives back the pages at the end of each table.
+        try:
+            with self._pool.connection() as conn:  # autocommit: VACUUM runs outside a transaction
+                conn.execute(f"VACUUM (ANALYZE) {', '.join(_VACUUMED)}")
+        except (psycopg.Error, PoolTimeout) as e:
+            raise self._error("vacuum", e) from e
 
     def close(self) -> None:
         self._pool.close()

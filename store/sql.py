@@ -17,7 +17,14 @@ from typing import Any
 from domain.codec import StoredEvent, timestamp_text
 from domain.errors import StoreError
 from domain.ids import utc_now
-from store.base import EVERYTHING, ChainEpoch, EventFilter, PruneRecord, SnapshotRecord
+from store.base import (
+    EVERYTHING,
+    ChainEpoch,
+    DataCondition,
+    EventFilter,
+    PruneRecord,
+    SnapshotRecord,
+)
 from store.chain import GENESIS, KEY_FILE_VARIABLE, Chain, prune_hash
 
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (the read hot path)
@@ -44,6 +51,8 @@ class Dialect:
     head: str
     #: SQLite's planner needs telling which index to walk (`INDEXED BY`, `+column`).
     index_hints: bool
+    #: How a payload field is read: PostgreSQL's jsonb operators, else SQLite's JSON functions.
+    jsonb: bool = False
 
     def key_prefix(self, prefix: str) -> tuple[str, list[Any]]:
         """A condition that `key` starts with `prefix`: a range of the primary key where text
@@ -51,6 +60,49 @@ class Dialect:
         if self.index_hints:
             return f"key >= {self.mark} AND key < {self.mark}", [prefix, prefix + "\U0010ffff"]
         return f"starts_with(key, {self.mark})", [prefix]
+
+    def data_condition(self, condition: DataCondition) -> tuple[str, list[Any]]:
+        """The SQL of `DataCondition.holds` (which says what each operator means). Only a row
+        that conforms is looked into: another may hold text that is not JSON, and reading it
+        as JSON would fail the whole query. Nested CASEs, because neither database promises
+        the order in which it evaluates the terms of an AND."""
+        m, number, value = self.mark, condition.number, condition.value
+        if self.jsonb:
+            path: Any = list(condition.path)
+            kind, text = f"jsonb_typeof(data::jsonb #> {m})", f"(data::jsonb #>> {m})"
+            numeric, bound, no = f"{text}::numeric", f"{m}::numeric", "false"
+            number_param: Any = None if number is None else value
+        else:
+            path = "$" + "".join(f'."{key}"' for key in condition.path)
+            kind, text = f"json_type(data, {m})", f"json_extract(data, {m})"
+            numeric, bound, no = text, m, "0"
+            number_param = number
+        if condition.op in (">", "<"):
+            numeric_kind = f"{kind} = 'number'" if self.jsonb else f"{kind} IN ('integer', 'real')"
+            return (f"(CASE WHEN conforms THEN CASE WHEN {numeric_kind} THEN {numeric} "
+                    f"{condition.op} {bound} ELSE {no} END ELSE {no} END)",
+                    [path, path, number_param])
+        params: list[Any] = [path, path, value]
+        if self.jsonb:
+            whens = [f"WHEN 'string' THEN {text} = {m}"]
+            if number is not None:
+                whens.append(f"WHEN 'number' THEN {numeric} = {bound}")
+                params += [path, number_param]
+            whens.append(f"WHEN 'boolean' THEN {text} = {m}")
+            params += [path, value]
+        else:
+            whens = [f"WHEN 'text' THEN {text} = {m}"]
+            if number is not None:
+                whens += [f"WHEN 'integer' THEN {numeric} = {bound}",
+                          f"WHEN 'real' THEN {numeric} = {bound}"]
+                params += [path, number_param, path, number_param]
+            whens += [f"WHEN 'true' THEN {int(value == 'true')}",
+                      f"WHEN 'false' THEN {int(value == 'false')}"]
+        whens.append(f"WHEN 'null' THEN {'true' if value == 'null' else 'false'}"
+                     if self.jsonb else f"WHEN 'null' THEN {int(value == 'null')}")
+        equal = (f"(CASE WHEN conforms THEN CASE {kind} {' '.join(whens)} ELSE {no} END "
+                 f"ELSE {no} END)")
+        return (equal if condition.op == "=" else f"(NOT {equal})"), params
 
 
 class SQLStore:
@@ -242,6 +294,9 @@ class SQLStore:
             found.append((walk, f"event_type IN ({','.join([m] * len(kinds))})", kinds))
         if where.source is not None:
             found.append(("", f"source = {m}", [where.source]))
+        for wanted in where.data:
+            sql, values = self.dialect.data_condition(wanted)
+            found.append(("", sql, values))
         index = next((ix for ix, _, _ in found if ix), None)
         conditions: list[str] = []
         params: list[Any] = []

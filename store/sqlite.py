@@ -7,6 +7,7 @@ Reads, queries, snapshots and prunes are the shared SQL of `store/sql.py`.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -43,6 +44,7 @@ _UPSERT_HEAD = (
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 _POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
 _CHUNK = 500
+log = logging.getLogger("swarmlog.store")
 
 
 class SQLiteStore(SQLStore):
@@ -119,8 +121,10 @@ class SQLiteStore(SQLStore):
             raise StoreError(f"{self.location} is read-only and needs a schema upgrade "
                              f"({len(NAMES) - len(applied)} migrations): open it writable once")
         with self.transaction():  # one writer migrates; a racing opener waits, then finds it done
+            pending = [name for name in NAMES if name not in set(applied)]
             migrations.apply(db)
             self._chain_stored_rows()
+        log.info("migrated %s: %s", self.location, ", ".join(pending))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -291,6 +295,29 @@ class SQLiteStore(SQLStore):
     def size_bytes(self) -> int | None:
         pages, size = self._fetch("SELECT * FROM pragma_page_count(), pragma_page_size()")[0]
         return int(pages * size)
+
+    def define_view(self, name: str, select: str) -> bool:
+        sql = f"CREATE VIEW {name} AS {select}"
+        look = "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?"
+        if self._fetch(look, (name,)) == [(sql,)]:
+            return False
+        with self.transaction():
+            if self._fetch(look, (name,)) == [(sql,)]:  # another process was quicker
+                return False
+            self._execute(f"DROP VIEW IF EXISTS {name}")
+            self._execute(sql)
+        log.info("defined the view %s in %s", name, self.location)
+        return True
+
+    def vacuum(self) -> None:
+        # VACUUM rewrites the file through the WAL; the checkpoint then truncates both, so the
+        # space is back on disk when this returns (unless a reader holds the WAL meanwhile).
+        with self._lock:
+            try:
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                raise self._error("vacuum", e) from e
 
     def close(self) -> None:
         with self._lock:

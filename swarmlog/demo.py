@@ -24,7 +24,7 @@ from typing import Any
 
 from domain.errors import InvalidTransition
 from domain.ids import utc_now
-from swarmlog.coordinator import Coordinator
+from swarmlog.coordinator import Coordinator, Decision
 from swarmlog.log import EventLog
 
 _CAPABILITIES = ("python", "sql", "search", "http", "shell", "summarize", "vision", "translate")
@@ -331,17 +331,30 @@ class _Sim:
                     self.finish(now, task)
 
 
+class _Counting(Coordinator):
+    """A coordinator that counts the events it appended (another writer's are not its own)."""
+
+    appended = 0
+
+    def commit(self, decision: Decision) -> list[int]:
+        positions = super().commit(decision)
+        self.appended += len(decision.events)
+        return positions
+
+
 def run_demo(log: EventLog, config: DemoConfig,
              progress: Callable[[int, int], None] | None = None) -> DemoResult:
-    """Simulate the swarm through a `Coordinator` on `log`; `progress(done, total)` per task."""
+    """Simulate the swarm through a `Coordinator` on `log`, then snapshot the read models (so
+    that a reader, and the SQL views of the read models, start from the head); `progress(done,
+    total)` per task. `DemoResult.events` counts the events this run appended, whoever else
+    appends to the log meanwhile."""
     run = next_run(log)
     start = config.start or default_start(config.days)
     span = timedelta(days=config.days)
     rng = random.Random(f"swarmlog-demo:{config.seed}")
-    coordinator = Coordinator(log, new_id=SeededIds(f"swarmlog-demo-ids:{config.seed}:{run}"))
+    coordinator = _Counting(log, new_id=SeededIds(f"swarmlog-demo-ids:{config.seed}:{run}"))
     result = DemoResult(run, f"r{run}-", start.astimezone(UTC), start + span, tasks=config.tasks)
     sim = _Sim(config, coordinator, rng, result, progress)
-    head = log.store.head()
 
     for i in range(config.agents):
         caps = tuple(sorted(rng.sample(_CAPABILITIES, rng.randint(3, 5))))
@@ -357,5 +370,6 @@ def run_demo(log: EventLog, config: DemoConfig,
     for _ in range(max(3, config.tasks // 50)):
         sim.at(start + timedelta(seconds=rng.uniform(0, span.total_seconds())), "error")
     sim.run()
-    result.events = log.store.head() - head
+    result.events = coordinator.appended
+    log.snapshot()
     return result

@@ -16,10 +16,11 @@ from typing import IO, NamedTuple
 
 from domain.codec import StoredEvent, decode, encode
 from domain.errors import CorruptEvent, InvalidEvent
-from store import Store
+from store import EVERYTHING, EventFilter, Store, first_stored
 from store.archive import from_line, read_lines, to_line
 
 _BATCH = 2000
+Progress = Callable[[int, int], None]
 
 
 def export_rows(rows: Iterable[StoredEvent], out: IO[bytes]) -> int:
@@ -35,6 +36,22 @@ def export_rows(rows: Iterable[StoredEvent], out: IO[bytes]) -> int:
     out.write(b"".join(buffer))
     out.flush()
     return count + len(buffer)
+
+
+def export_events(store: Store, out: IO[bytes], where: EventFilter = EVERYTHING,
+                  progress: Progress | None = None) -> int:
+    """Write the events matching `where` to `out` as JSON lines, oldest first, streamed; returns
+    how many. `progress(done, total)` counts positions passed of those stored (a time range is
+    a stretch of positions, near enough), every thousand lines."""
+    start, head = first_stored(store) - 1, store.head()
+
+    def reported(rows: Iterable[StoredEvent]) -> Iterator[StoredEvent]:
+        for n, row in enumerate(rows, start=1):
+            yield row
+            if progress is not None and n % 1000 == 0:
+                progress(row.position - start, head - start)
+
+    return export_rows(reported(store.query(where, before=head + 1)), out)
 
 
 class ImportReport(NamedTuple):
@@ -81,12 +98,15 @@ class JsonLines:
         for number, line in self._lines():
             yield number, _checked(line, f"{self.name} line {number}")
 
-    def check(self) -> tuple[int, int]:
+    def check(self, progress: Progress | None = None) -> tuple[int, int]:
         """Check every line (and that no id is reused with other content); returns how many
-        event lines there are, and how many of them repeat an earlier line."""
+        event lines there are, and how many of them repeat an earlier line. `progress(lines
+        checked, 0)` every thousand lines (0: the total is not known yet)."""
         seen: dict[str, tuple[int, int]] = {}  # id -> (line number, content)
         repeated = 0
         for number, row in self.rows():
+            if progress is not None and number % 1000 == 0:
+                progress(number, 0)
             content = _content(row)
             earlier = seen.get(row.id)
             if earlier is None:
@@ -104,11 +124,11 @@ def _same_event(a: StoredEvent, b: StoredEvent) -> bool:
         (b.event_type, b.source, b.task_id, b.agent_id, b.data, b.timestamp)
 
 
-def import_rows(store: Store, source: JsonLines,
-                progress: Callable[[int, int], None] | None = None) -> ImportReport:
-    """Check every line of `source`, then append its events in file order, all in one
-    transaction (see the module docstring)."""
-    total, repeated = source.check()
+def import_rows(store: Store, source: JsonLines, progress: Progress | None = None,
+                checked: tuple[int, int] | None = None) -> ImportReport:
+    """Check every line of `source` (unless `checked` gives what `source.check()` returned),
+    then append its events in file order, all in one transaction (see the module docstring)."""
+    total, repeated = source.check() if checked is None else checked
     lines = 0
     batch: list[tuple[int, StoredEvent]] = []
 

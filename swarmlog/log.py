@@ -6,7 +6,9 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +25,17 @@ from projections.runner import ProjectionRunner, default_projections
 from projections.summary import SummaryState
 from projections.tasks import TasksState
 from projections.verify import VerifyReport, verify
-from store import EVERYTHING, EventFilter, Store, is_url, open_store, stored_count
+from store import (
+    EVERYTHING,
+    EventFilter,
+    Store,
+    ViewStore,
+    first_stored,
+    is_url,
+    open_store,
+    stored_count,
+)
+from swarmlog.views import read_model_views
 from swarmlog.witness import Checkpoint, check_witness, checkpoint, read_witness
 from swarmlog.witness import configured as configured_witness
 
@@ -38,7 +50,30 @@ SNAPSHOT_AFTER = 10_000
 DEFAULT_DB = "data/swarm.db"
 
 Subscriber = Callable[[StoredEvent], None]
+Progress = Callable[[int, int], None]
 log = logging.getLogger("swarmlog")
+#: An operation that takes longer than this many seconds is logged (at INFO; quicker: DEBUG).
+SLOW_SECONDS = 1.0
+
+
+@contextlib.contextmanager
+def _timed(what: Callable[[], str]) -> Iterator[None]:
+    """Log `what()` with the time it took: at INFO when slow, else at DEBUG."""
+    began = time.perf_counter()
+    yield
+    took = time.perf_counter() - began
+    level = logging.INFO if took >= SLOW_SECONDS else logging.DEBUG
+    if log.isEnabledFor(level):
+        log.log(level, "%s in %.2fs", what(), took)
+
+
+@dataclass(frozen=True)
+class VacuumReport:
+    """The database's size before and after a vacuum (None where it has no size)."""
+
+    before_bytes: int | None
+    after_bytes: int | None
+    seconds: float
 
 
 def default_location() -> str:
@@ -178,6 +213,20 @@ class EventLog:
         """See `Store.query`: the events matching a filter, streamed."""
         return self.store.query(where, **options)
 
+    def latest(self, where: EventFilter = EVERYTHING, limit: int | None = None,
+               before: int | None = None) -> Iterator[StoredEvent]:
+        """The newest `limit` events matching `where` (all if None) before position `before`,
+        oldest first, streamed: a first pass finds where they begin (holding one row at a
+        time), a second reads them."""
+        if limit is None:
+            return self.store.query(where, before=before)
+        first = None
+        for row in self.store.query(where, before=before, limit=limit, newest_first=True):
+            first = row.position
+        if first is None:
+            return iter(())
+        return self.store.query(where, after=first - 1, before=before, limit=limit)
+
     def events_of_task(self, task_id: str) -> Iterator[StoredEvent]:
         """The stored events of one task, oldest first."""
         return self.store.query(EventFilter(task_id=task_id))
@@ -191,20 +240,23 @@ class EventLog:
             return 0
         return self.catch_up()
 
-    def catch_up(self) -> int:
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Fold what was appended since the last look (from the snapshots, the first time);
-        returns events read. Every `SNAPSHOT_AFTER` events folded, a snapshot is stored."""
-        read = self._fold()
+        returns events read. Every `SNAPSHOT_AFTER` events folded, a snapshot is stored.
+        `progress(done, total)` hears of the fold page by page (see `ProjectionRunner.start`)."""
+        started = self._started
+        with _timed(lambda: f"{'caught up' if started else 'started'}: folded {read} events"):
+            read = self._fold(progress)
         if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
             with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
                 self._store_snapshot()
             self._snapshot_at = self.runner.position
         return read
 
-    def _fold(self) -> int:
+    def _fold(self, progress: Callable[[int, int], None] | None = None) -> int:
         if self._started:
-            return self.runner.catch_up()
-        read = self.runner.start()
+            return self.runner.catch_up(progress=progress)
+        read = self.runner.start(progress)
         self._started = True
         self._snapshot_at = self.runner.position - read  # where the loaded snapshots are
         return read
@@ -212,9 +264,19 @@ class EventLog:
     def _store_snapshot(self) -> list[int]:
         """Snapshot every read model, then retire the snapshots nothing needs any more."""
         ids = self.runner.snapshot()
-        pruning.retire(self.store, self.projections)
+        retired = pruning.retire(self.store, self.projections)
         self._snapshot_at = self.runner.position
+        log.info("stored snapshot%s %s of %s at position %d; retired %d older",
+                 "s" if len(ids) != 1 else "", ", ".join(map(str, ids)), self.location,
+                 self._snapshot_at, retired)
+        self._define_views()
         return ids
+
+    def _define_views(self) -> None:
+        """The SQL views of the read models (`swarmlog.views`), where the store holds views."""
+        if isinstance(self.store, ViewStore):
+            for name, select in read_model_views(self.projections).items():
+                self.store.define_view(name, select)
 
     @property
     def models(self) -> ReadModels:
@@ -246,9 +308,11 @@ class EventLog:
         self._witnessed()
         return ids
 
-    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
+    def rebuild(self, progress: Progress | None = None) -> int:
         """Discard the read models and refold them from the whole log; returns events read."""
-        read = self.runner.rebuild(progress)
+        read = 0
+        with _timed(lambda: f"rebuilt the read models from {read} events"):
+            read = self.runner.rebuild(progress)
         self._started = True
         self._snapshot_at = 0  # the rebuilt read models stand on no snapshot
         return read
@@ -256,35 +320,62 @@ class EventLog:
     # -- retention and checks -------------------------------------------------------------
 
     def prune(self, older_than: timedelta | None = None, before: datetime | None = None,
-              archive: str | os.PathLike[str] | None = None, dry_run: bool = False) -> PruneReport:
+              archive: str | os.PathLike[str] | None = None, dry_run: bool = False,
+              progress: Progress | None = None) -> PruneReport:
         """Delete the longest prefix of the log older than the cutoff, snapshotting every read
-        model at the cut first (and archiving the prefix to `archive`, a directory, if given)."""
+        model at the cut first (and archiving the prefix to `archive`, a directory, if given).
+        `progress(done, total)` hears of the fold of the prefix. The file does not shrink by
+        itself: see `vacuum`."""
         if (older_than is None) == (before is None):
             raise InvalidEvent("prune", "give exactly one of older_than= or before=")
         if before is not None and before.tzinfo is None:
             raise InvalidEvent("before", f"{before.isoformat()} is naive; give a timezone")
         cutoff = before if before is not None else utc_now() - older_than  # type: ignore[operator]
-        report = pruning.prune(self.store, self.projections, cutoff, archive, dry_run)
+        began = time.perf_counter()
+        report = pruning.prune(self.store, self.projections, cutoff, archive, dry_run, progress)
         if report.removed and not dry_run:
+            self._define_views()
             self._witnessed()
+            log.info("pruned %d events (positions %s..%s) older than %s from %s in %.2fs%s",
+                     report.removed, report.first_position, report.last_position,
+                     cutoff.isoformat(), self.location, time.perf_counter() - began,
+                     f"; archived to {report.archive_path}" if report.archive_path else "")
+        return report
+
+    def vacuum(self) -> VacuumReport:
+        """Give back the space deleted rows left behind (after a prune): SQLite rewrites the
+        file; PostgreSQL's VACUUM makes the space reusable. Returns the sizes before and after."""
+        before, began = self.store.size_bytes(), time.perf_counter()
+        self.store.vacuum()
+        report = VacuumReport(before, self.store.size_bytes(), time.perf_counter() - began)
+        log.info("vacuumed %s: %s bytes before, %s after, in %.2fs", self.location,
+                 report.before_bytes, report.after_bytes, report.seconds)
         return report
 
     def status(self) -> dict[str, Any]:
         """Where the log stands, read from the store without folding anything: head, count,
-        size, each read model's snapshot and position and lag behind the head, snapshots, prunes."""
+        size; for each read model its newest snapshot, how many events a reader opening the log
+        folds after it (`to_fold`), and, if this log has folded it, its position and lag behind
+        the head (None when it has not); the newest snapshots; the prunes."""
         store = self.store
         head = store.head()
         folded = self.runner.positions() if self._started else {}
+        count = stored_count(store)
         models = {}
         for p in self.projections:
             snap = store.latest_snapshot(p.name, p.version)
-            at = folded.get(p.name, 0 if snap is None else snap.position)
-            models[p.name] = {"version": p.version, "position": at, "lag": head - at,
-                              "snapshot_position": None if snap is None else snap.position}
+            at = folded.get(p.name)
+            models[p.name] = {
+                "version": p.version, "folded": at is not None, "position": at,
+                "lag": None if at is None else head - at,
+                "snapshot_position": None if snap is None else snap.position,
+                "to_fold": count if snap is None else head - snap.position}
         snapshots = store.snapshots(with_state=False)
         epochs = store.epochs()
         return {
-            "location": self.location, "head": head, "count": stored_count(store),
+            "location": self.location, "backend": "postgresql" if is_url(self.location) else
+            "memory" if self.location == ":memory:" else "sqlite",
+            "head": head, "count": count, "first_position": first_stored(store),
             "chain": {"starts_at": epochs[0].start if epochs else 1,
                       "algorithm": epochs[-1].algorithm if epochs else store.chain.algorithm,
                       "key_id": epochs[-1].key_id if epochs else store.chain.key_id},
@@ -292,22 +383,24 @@ class EventLog:
             "snapshots": len(snapshots),
             "newest_snapshots": [{"id": s.id, "projection": s.projection, "version": s.version,
                                   "position": s.position, "created_at": s.created_at}
-                                 for s in snapshots[-len(self.projections):]],
+                                 for s in sorted(snapshots, key=lambda s: (s.position, s.id))
+                                 [-len(self.projections):]],
             "prunes": [{"first": r.first_position, "last": r.last_position, "removed": r.removed,
                         "cutoff": r.cutoff, "pruned_at": r.pruned_at, "archive": r.archive_path}
                        for r in store.prunes()],
         }
 
     def verify(self, *, deep: bool = False, witness: str | os.PathLike[str] | None = None,
-               public_key: str | None = None,
-               progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+               public_key: str | None = None, progress: Progress | None = None) -> VerifyReport:
         """Check the whole log end to end against its integrity chain (see
         `projections.verify`); `deep` refolds the read models and compares every snapshot;
         `witness` (a file of signed checkpoints, `swarmlog.witness`) proves the log still
-        extends every checkpoint in it."""
+        extends every checkpoint in it; `progress(done, total)` hears how far through the
+        stored events it is."""
         points, forged = ([], []) if witness is None else read_witness(witness, public_key)
-        report = verify(self.store, self.projections, deep=deep, progress=progress,
-                        remember=[p.position for p in points])
+        with _timed(lambda: f"verified {self.location}"):
+            report = verify(self.store, self.projections, deep=deep, progress=progress,
+                            remember=[p.position for p in points])
         for problem in forged:
             report.find("invalid", "witness", None, problem)
         check_witness(self.store, points, report)

@@ -21,10 +21,11 @@ Row = dict[str, Any]
 def dumps(data: Any) -> str:
     """Indented JSON of rows (datetimes as ISO-8601, enums as their values)."""
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS,
-                        default=_plain).decode()
+                        default=plain).decode()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """What orjson is given for a value it does not know (`default=`)."""
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, set | frozenset | tuple):
@@ -34,11 +35,22 @@ def _plain(value: Any) -> Any:
 
 # -- rows -----------------------------------------------------------------------------------------
 
+#: The columns of an event in CSV and TSV: the keys of its JSON line, `data` as its JSON text.
+EVENT_COLUMNS = ("position", "id", "event_type", "source", "task_id", "agent_id", "data",
+                 "timestamp", "stream_id", "stream_version", "schema_version", "conforms")
+
 
 def event_row(row: StoredEvent) -> Row:
     """An event as the one JSON-lines format has it (`store.archive.to_line`)."""
     found: Row = orjson.loads(to_line(row))
     return found
+
+
+def event_cells(row: StoredEvent) -> tuple[Any, ...]:
+    """An event's `EVENT_COLUMNS`, for CSV and TSV (`data` as it is stored: its JSON text)."""
+    return (row.position, row.id, row.event_type, row.source, row.task_id, row.agent_id, row.data,
+            row.timestamp, row.stream_id, row.stream_version, row.schema_version,
+            None if row.conforms is None else bool(row.conforms))
 
 
 def task_row(task: TaskView) -> Row:
@@ -65,6 +77,12 @@ def task_row(task: TaskView) -> Row:
         "anomaly_count": task.anomaly_count,
         "anomalies": [a._asdict() for a in task.anomalies],
     }
+
+
+#: The keys of `agent_row`: the columns of the roster in CSV and TSV.
+AGENT_COLUMNS = ("agent_id", "name", "presence", "capabilities", "current_task", "bids", "tasks_won",
+                 "tasks_completed", "tasks_failed", "sats_earned", "tool_calls", "tool_failures",
+                 "joined_at", "left_at", "left_reason", "anomaly_count")
 
 
 def agent_row(agent: AgentView) -> Row:
@@ -112,18 +130,41 @@ def _seconds(value: float | None) -> str:
     return f"{value / 60:.1f}m" if value < 7200 else f"{value / 3600:.1f}h"
 
 
+#: What a narrow terminal leaves out of an events table first (the position and the type stay).
+_DROPPED_FIRST = ("agent", "task", "data", "time (UTC)")
+_MIN_DATA = 12
+
+
 def events_table(rows: Sequence[Row], title: str | None = None, width: int = 120) -> Table:
-    """Events one per line, fitted to `width` columns by cutting the data short."""
-    table = Table(title=title, header_style="bold")
+    """Events one per line, fitted to `width` columns: the data is cut short first, then whole
+    columns are left out (agent, task, data, time), never the position or the type."""
+    headers = ["#", "time (UTC)", "type", "task", "agent", "data"]
     cells = [[str(r["position"]), _when(r["timestamp"]), r["event_type"], r["task_id"] or "",
-              r["agent_id"] or "", r["data"] or None] for r in rows]
-    headers = ("#", "time (UTC)", "type", "task", "agent", "data")
-    fixed = [max([len(name), *(len(c[i]) for c in cells)]) for i, name in enumerate(headers[:-1])]
-    room = max(12, width - sum(fixed) - 3 * len(headers) - 1)  # borders and padding: 3 a column
-    for name in headers:
-        table.add_column(name, justify="right" if name == "#" else "left", no_wrap=True)
+              r["agent_id"] or "", r["data"]] for r in rows]
+    widths = {name: max([len(name), *(len(c[i]) for c in cells)])
+              for i, name in enumerate(headers[:-1])}
+    widths["data"] = _MIN_DATA
+
+    def needed(shown: list[str]) -> int:
+        return sum(widths[name] for name in shown) + 3 * len(shown) + 1  # borders and padding
+
+    shown = list(headers)
+    for name in _DROPPED_FIRST:
+        if needed(shown) <= width:
+            break
+        shown.remove(name)
+    left_out = [name for name in headers if name not in shown]
+    caption = f"({', '.join(left_out)} left out to fit {width} columns)" if left_out else None
+    table = Table(title=title, header_style="bold", caption=caption)
+    for name in shown:
+        table.add_column(name, justify="right" if name == "#" else "left", no_wrap=True,
+                         min_width=widths[name] if name == "#" else None,
+                         overflow="ellipsis")
+    room = max(_MIN_DATA, width - needed(shown) + _MIN_DATA)
     for cell in cells:
-        table.add_row(*cell[:-1], _short(cell[-1], room))
+        values = dict(zip(headers, cell, strict=True))
+        table.add_row(*(_short(values[name] or None, room) if name == "data" else values[name]
+                        for name in shown))
     return table
 
 
@@ -201,20 +242,72 @@ def summary_tables(data: Mapping[str, Any]) -> list[Table]:
             counts_table(("event type", "all time", window), rows, "events by type")]
 
 
+def size(value: int | None) -> str:
+    """Bytes as a person reads them: 532.4 MB."""
+    if value is None:
+        return "not known"
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if value >= scale:
+            return f"{value / scale:,.1f} {unit}"
+    return f"{value} bytes"
+
+
+def _stamp(text: str) -> str:
+    return f"{_when(text)} UTC"
+
+
+def _model_words(model: Mapping[str, Any], head: int) -> str:
+    snap = model["snapshot_position"]
+    if model["folded"]:
+        lag = model["lag"]
+        folded = f"folded to position {model['position']:,}" + (
+            " (up to date)" if not lag else f", {lag:,} events behind the head")
+    else:
+        folded = "not folded in this process"
+    if snap is None:
+        stored = f"no snapshot yet: a reader opening the log folds all {model['to_fold']:,} events"
+    elif not model["to_fold"]:
+        stored = f"newest snapshot at position {snap:,}, the head"
+    else:
+        stored = (f"newest snapshot at position {snap:,}: a reader opening the log folds the "
+                  f"{model['to_fold']:,} events after it")
+    return f"{folded}; {stored}"
+
+
 def status_tables(data: Mapping[str, Any]) -> list[Table]:
-    """`EventLog.status()`: its scalars as one table, each nested mapping or list as another."""
-    tables = [pairs_table({k: v for k, v in data.items() if not isinstance(v, dict | list)}, "status")]
-    for key, value in data.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            columns = list(dict.fromkeys(c for v in value.values() for c in v))
-            rows = [(name, *(v.get(c, "") for c in columns)) for name, v in value.items()]
-            tables.append(counts_table((key, *columns), rows, key))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            columns = list(dict.fromkeys(c for v in value for c in v))
-            tables.append(counts_table(columns, ([v.get(c, "") for c in columns] for v in value), key))
-        elif isinstance(value, dict | list) and value:
-            tables.append(pairs_table({key: value}))
-    return tables
+    """`EventLog.status()` in words, one line per aspect of the log."""
+    head, count = data["head"], data["count"]
+    backend = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "memory": "in memory"}[data["backend"]]
+    pruned = head - count
+    if not count:
+        events = "none stored" + (f" ({pruned:,} pruned)" if pruned else "")
+    else:
+        events = (f"{count:,} stored, positions {data['first_position']:,} to {head:,}"
+                  + (f" ({pruned:,} before them pruned)" if pruned else ""))
+    words: dict[str, str] = {"log": f"{data['location']} ({backend})",
+                             "size": size(data["size_bytes"]), "events": events}
+    for name, model in data["projections"].items():
+        words[f"{name} v{model['version']}"] = _model_words(model, head)
+    newest = data["newest_snapshots"]
+    words["snapshots"] = ("none" if not data["snapshots"] else
+                          f"{data['snapshots']} stored; the newest at position "
+                          f"{newest[-1]['position']:,}, taken {_stamp(newest[-1]['created_at'])}")
+    prunes = data["prunes"]
+    if prunes:
+        last = prunes[-1]
+        words["prunes"] = (f"{len(prunes)} so far; the latest removed positions {last['first']:,} to "
+                           f"{last['last']:,} ({last['removed']:,} events older than "
+                           f"{_stamp(last['cutoff'])}) at {_stamp(last['pruned_at'])}"
+                           + (f", archived to {last['archive']}" if last["archive"] else
+                              ", without an archive"))
+    else:
+        words["prunes"] = "none"
+    table = Table(title="status", show_header=False, title_justify="left")
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, value in words.items():
+        table.add_row(key, value)
+    return [table]
 
 
 def demo_tables(agents: Sequence[Row], tasks: Sequence[Row]) -> list[Table]:

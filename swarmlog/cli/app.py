@@ -3,21 +3,34 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from domain.errors import SwarmlogError
 from domain.ids import utc_now
-from projections.models import counts
+from projections.models import ReadModels, counts
 from swarmlog import render
 from swarmlog.log import EventLog, default_location
 from swarmlog.timeparse import parse_moment
@@ -45,6 +58,16 @@ def fail(message: str) -> NoReturn:
 
 class _Swarmlog(click.Group):
     """Runs a command and turns every expected failure into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away (`swarmlog events --nl | head`): stop quietly with 0, like
+            # other tools, before click makes it exit code 1. Standard output now goes nowhere,
+            # so that flushing what is buffered at exit cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
@@ -126,24 +149,109 @@ def moment(value: str | None, option: str) -> datetime | None:
         raise click.BadParameter(str(e), param_hint=option) from None
 
 
+#: A progress bar appears once an operation has run this long (a quick one shows none).
+SHOW_PROGRESS_AFTER = 0.5
+
+
+class _Rate(ProgressColumn):
+    """Events (or lines) per second, over the last few seconds."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+
 @contextmanager
 def progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr (quiet when stderr is not a terminal); yields update(done, total)."""
+    """A progress bar on stderr with the rate and the time left, shown only when stderr is a
+    terminal and once the operation has taken `SHOW_PROGRESS_AFTER` seconds, and cleared at
+    the end; yields update(done, total) (total 0: not known)."""
     console = Console(stderr=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=console, transient=True,
-                   disable=not (enabled and console.is_terminal))
-    with bar:
-        task = bar.add_task(label, total=None)
+    if not (enabled and console.is_terminal):
+        yield lambda done, total: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                   TextColumn("left"), TimeRemainingColumn(), TimeElapsedColumn(),
+                   console=console, transient=True)
+    task = bar.add_task(label, total=None)
+    began, shown = time.monotonic(), False
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        nonlocal shown
+        bar.update(task, completed=done, total=total or None)
+        if not shown and time.monotonic() - began >= SHOW_PROGRESS_AFTER:
+            bar.start()
+            shown = True
 
+    try:
         yield update
+    finally:
+        if shown:
+            bar.stop()
+
+
+@contextmanager
+def output_file(path: str) -> Iterator[IO[bytes]]:
+    """Standard output for "-"; else the file at `path`, written under a temporary name beside
+    it and renamed over it only once everything is written, so that Ctrl-C or a failure leaves
+    no partial file (and an existing file whole)."""
+    if path == "-":
+        yield sys.stdout.buffer
+        return
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with open(temp, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def folded(log: EventLog) -> ReadModels:
+    """The read models, caught up (with a progress bar when that takes a while: the first fold
+    of a log without a recent snapshot reads every event after the newest one)."""
+    with progress("folding the read models") as update:
+        log.catch_up(progress=update)
+    return log.models
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time (a test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def _logging(ctx: click.Context, param: click.Parameter, verbose: int) -> None:
+    """-v: swarmlog's log on stderr (migrations, prunes, snapshots, slow operations); -vv:
+    its debug messages too. Quiet by default."""
+    if not verbose:
+        return
+    logger = logging.getLogger("swarmlog")
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    level, previous = logging.INFO if verbose == 1 else logging.DEBUG, logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+    def remove() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    ctx.call_on_close(remove)
 
 
 @click.group(cls=_Swarmlog, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(_version(), prog_name="swarmlog")
+@click.option("-v", "--verbose", count=True, expose_value=False, callback=_logging, is_eager=True,
+              help="Log what swarmlog does on stderr: migrations, prunes, snapshots, slow "
+                   "operations (-vv: more).")
 @db_option
 def cli() -> None:
     """swarmlog: an event-sourced audit log for agent swarms.

@@ -1,5 +1,5 @@
 """Commands that check, fold, prune, move or make logs: verify, rebuild, snapshot, prune,
-export, import, demo."""
+vacuum, export, import, demo."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import click
 
 from projections.agents import all_agents
 from projections.tasks import all_tasks
-from store import EventFilter
 from swarmlog import render
 from swarmlog.cli.app import (
     cli,
@@ -22,13 +21,16 @@ from swarmlog.cli.app import (
     make_console,
     moment,
     open_log,
+    output_file,
     print_tables,
     progress,
     summary_data,
 )
+from swarmlog.cli.listing import event_filter, filter_options
 from swarmlog.demo import DemoConfig, run_demo
-from swarmlog.jsonl import JsonLines, export_rows, import_rows
-from swarmlog.timeparse import DURATION_HELP, MOMENT_HELP, parse_duration
+from swarmlog.jsonl import JsonLines, export_events, import_rows
+from swarmlog.log import VacuumReport
+from swarmlog.timeparse import DURATION_HELP, parse_duration
 
 
 def _many(count: int, thing: str) -> str:
@@ -119,8 +121,9 @@ def checkpoint(witness: str, signing_key: str, as_json: bool) -> None:
 
 
 @cli.command()
+@json_option
 @db_option
-def rebuild() -> None:
+def rebuild(as_json: bool) -> None:
     """Refold every read model from the stored log, with a progress bar.
 
     \b
@@ -130,25 +133,51 @@ def rebuild() -> None:
     log = open_log()
     began = time.perf_counter()
     with progress("rebuilding") as update:
-        log.rebuild(progress=update)
-    took = time.perf_counter() - began
-    click.echo(f"rebuilt the read models up to position {log.store.head()} in {took:.2f}s")
+        read = log.rebuild(progress=update)
+    data = {"events": read, "position": log.runner.position,
+            "seconds": round(time.perf_counter() - began, 3)}
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"rebuilt the read models up to position {data['position']} from "
+                   f"{_many(read, 'event')} in {data['seconds']:.2f}s")
 
 
 @cli.command()
+@json_option
 @db_option
-def snapshot() -> None:
-    """Snapshot every read model at the log's head (start-up then folds only what follows).
+def snapshot(as_json: bool) -> None:
+    """Snapshot every read model at the log's head (start-up then folds only what follows; the
+    SQL views swarmlog_tasks and swarmlog_agents show it).
 
     \b
     Example:
         swarmlog snapshot
     """
     log = open_log()
+    with progress("folding the read models") as update:
+        log.catch_up(progress=update)
     ids = log.snapshot()
+    data = {"snapshot_ids": ids, "position": log.runner.position}
+    if as_json:
+        emit_json(data)
+        return
     listed = ", ".join(map(str, ids))
-    click.echo(f"saved {len(ids)} snapshot{'s' if len(ids) != 1 else ''} "
-               f"(id{'s' if len(ids) != 1 else ''} {listed}) at position {log.store.head()}")
+    click.echo(f"saved {_many(len(ids), 'snapshot')} (id{'s' if len(ids) != 1 else ''} {listed}) "
+               f"at position {data['position']}")
+
+
+def _vacuum_data(report: VacuumReport) -> dict[str, Any]:
+    return {"before_bytes": report.before_bytes, "after_bytes": report.after_bytes,
+            "seconds": round(report.seconds, 3)}
+
+
+def _vacuumed(data: dict[str, Any]) -> str:
+    before, after = data["before_bytes"], data["after_bytes"]
+    if before is None or after is None:
+        return "vacuumed (this log has no size to report)"
+    return (f"vacuumed: {render.size(before)} before, {render.size(after)} after "
+            f"({render.size(max(before - after, 0))} given back) in {data['seconds']:.1f}s")
 
 
 @cli.command()
@@ -157,15 +186,21 @@ def snapshot() -> None:
 @click.option("--archive", type=click.Path(file_okay=False), metavar="DIR",
               help="Write the pruned events to a compressed archive segment in DIR first.")
 @click.option("--dry-run", is_flag=True, help="Only report what would be pruned.")
+@click.option("--vacuum", "then_vacuum", is_flag=True,
+              help="Then give the space back (see `swarmlog vacuum`): the file shrinks.")
 @json_option
 @db_option
 def prune(older_than: str | None, before: str | None, archive: str | None, dry_run: bool,
-          as_json: bool) -> None:
+          then_vacuum: bool, as_json: bool) -> None:
     """Delete old events after snapshotting every read model, so no state is lost.
+
+    A prune leaves the file as big as it was (the space is reused by new events); --vacuum
+    gives it back.
 
     \b
     Example:
         swarmlog prune --older-than 30d --archive ./archive --dry-run
+        swarmlog prune --older-than 30d --archive ./archive --vacuum
     """
     if (older_than is None) == (before is None):
         raise click.UsageError("give exactly one of --older-than AGE or --before WHEN")
@@ -177,47 +212,90 @@ def prune(older_than: str | None, before: str | None, archive: str | None, dry_r
             raise click.BadParameter(str(e), param_hint="--older-than") from None
     else:
         kwargs["before"] = moment(before, "--before")
-    report = open_log().prune(**kwargs)
-    data = {"removed": report.removed, "first_position": report.first_position,
+    log = open_log()
+    with progress("pruning") as update:
+        report = log.prune(progress=update, **kwargs)
+    data: dict[str, Any] = {"removed": report.removed, "first_position": report.first_position,
             "last_position": report.last_position, "cutoff": report.cutoff,
             "dry_run": report.dry_run, "snapshot_ids": list(report.snapshot_ids),
-            "archive_path": report.archive_path, "archive_sha256": report.archive_sha256}
+            "archive_path": report.archive_path, "archive_sha256": report.archive_sha256,
+            "vacuum": None}
+    if then_vacuum and not dry_run:
+        data["vacuum"] = _vacuum_data(log.vacuum())
     if as_json:
         emit_json(data)
         return
     verb = "would prune" if dry_run else "pruned"
     if not report.removed:
         click.echo(f"nothing to prune: no stored event is older than {data['cutoff']:%Y-%m-%d %H:%M:%S} UTC")
-        return
-    click.echo(f"{verb} {report.removed} events (positions {report.first_position}.."
-               f"{report.last_position}) older than {data['cutoff']:%Y-%m-%d %H:%M:%S} UTC")
-    if data["archive_path"]:
+    else:
+        click.echo(f"{verb} {report.removed} events (positions {report.first_position}.."
+                   f"{report.last_position}) older than {data['cutoff']:%Y-%m-%d %H:%M:%S} UTC")
+    if data["archive_path"] and report.removed:
         click.echo(f"archive: {data['archive_path']}"
                    + (f" (sha256 {data['archive_sha256']})" if data["archive_sha256"] else ""))
+    if data["vacuum"] is not None:
+        click.echo(_vacuumed(data["vacuum"]))
+
+
+@cli.command()
+@json_option
+@db_option
+def vacuum(as_json: bool) -> None:
+    """Give back the space that pruned events left in the database, reporting its size before
+    and after. SQLite rewrites the file (it needs that much free disk for a while, and holds
+    the write lock meanwhile); PostgreSQL runs VACUUM, which makes the space reusable and
+    returns what it can. Run it after a large prune (or prune with --vacuum).
+
+    \b
+    Example:
+        swarmlog vacuum
+    """
+    data = _vacuum_data(open_log().vacuum())
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(_vacuumed(data))
 
 
 @cli.command("export")
-@click.option("--since", metavar="WHEN", help=f"Only events at or after WHEN: {MOMENT_HELP}.")
-@click.option("--until", metavar="WHEN", help="Only events before WHEN.")
-@click.option("-o", "--output", type=click.File("wb"), default="-", metavar="FILE",
-              help="Write to FILE instead of standard output.")
+@filter_options()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              metavar="FILE", help="Write to FILE (whole or not at all) instead of standard output.")
+@json_option
 @db_option
-def export_(since: str | None, until: str | None, output: Any) -> None:
+def export_(output: str, as_json: bool, **filters: Any) -> None:
     """Write events as JSON lines, oldest first (`swarmlog import` reads them back).
+
+    The filters of `events` apply. With -o, FILE appears only once it is complete: Ctrl-C or a
+    failure leaves no partial file; then a line (or --json) reports what was written.
 
     \b
     Example:
         swarmlog export --since 30d > events.jsonl
+        swarmlog export --type 'task.*' -o tasks.jsonl --json
     """
-    start, end = moment(since, "--since"), moment(until, "--until")
+    if as_json and output == "-":
+        raise click.UsageError("--json reports on an export to a file (-o FILE); on standard "
+                               "output the events themselves are JSON lines")
+    where = event_filter(**filters)
     store = open_log().store
-    export_rows(store.query(EventFilter(since=start, until=end)), output)
+    with output_file(output) as out, progress("exporting", enabled=output != "-") as update:
+        count = export_events(store, out, where, progress=update)
+    if output == "-":
+        return
+    data = {"exported": count, "path": output}
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(f"exported {_many(count, 'event')} to {output}")
 
 
 @cli.command("import")
 @click.argument("path", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE")
+@json_option
 @db_option
-def import_(path: str) -> None:
+def import_(path: str, as_json: bool) -> None:
     """Append the events of a JSON-lines file (as `swarmlog export` writes), keeping their ids.
 
     Every line is checked first: one bad line is reported with its line number and nothing is
@@ -231,10 +309,16 @@ def import_(path: str) -> None:
     if path != "-" and not Path(path).is_file():
         fail(f"no such file: {path}")
     source = JsonLines(path)
-    source.check()  # before the database is even created
+    with progress("checking") as update:
+        checked = source.check(progress=update)  # before the database is even created
     log = open_log(create=True)
     with progress("importing") as update:
-        report = import_rows(log.store, source, progress=update)
+        report = import_rows(log.store, source, progress=update, checked=checked)
+    data = {"file": source.name, "lines": report.lines, "added": report.added,
+            "present": report.present, "repeated": report.repeated}
+    if as_json:
+        emit_json(data)
+        return
     notes = [f"{report.present} were already in the log"] if report.present else []
     notes += [f"{report.repeated} repeated an earlier line"] if report.repeated else []
     click.echo(f"imported {report.added} events from {source.name}"
@@ -255,13 +339,16 @@ def import_(path: str) -> None:
 @click.option("--start", metavar="WHEN",
               help="Simulated start (ISO-8601) [default: DAYS days and 30 minutes ago, to the minute]. "
                    "Same seed and start: the same events.")
+@json_option
 @db_option
 def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
-         start: str | None) -> None:
+         start: str | None, as_json: bool) -> None:
     """Run a simulated swarm through the coordinator, then show its read models.
 
     Agents join, bid on tasks, win auctions, call tools, finish or fail, leave and rejoin, over
-    simulated days. A second run on the same database is run 2 (ids r2-...), beside run 1.
+    simulated days. A second run on the same database is run 2 (ids r2-...), beside run 1. The
+    events reported are those this run appended (whoever else writes meanwhile); the read models
+    are snapshotted at the end. --json reports the run instead of the tables.
 
     \b
     Example:
@@ -274,6 +361,12 @@ def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
     with progress("simulating") as update:
         result = run_demo(log, config, progress=update)
     took = time.perf_counter() - began
+    if as_json:
+        emit_json({"run": result.run, "prefix": result.prefix, "agents": agents,
+                   "tasks": result.tasks, "events": result.events, "commands": result.commands,
+                   "refused": result.refused, "start": result.start, "end": result.end,
+                   "seconds": round(took, 3)})
+        return
     console = make_console()
     console.print(f"demo run {result.run} (ids {result.prefix}…): {agents} agents, {result.tasks} tasks, "
                   f"{result.events} events in {took:.1f}s")
@@ -287,5 +380,6 @@ def demo(agents: int, tasks: int, seed: int, failure_rate: float, days: float,
     example = next((r["task_id"] for r in reversed(runs) if r["status"] == "failed"), "ID")
     console.print(f"next: swarmlog task {example}   swarmlog events --type task.failed   "
                   "swarmlog prune --older-than 3d --dry-run")
+
 
 

@@ -1,15 +1,12 @@
-"""Commands that read the log: events, tail, task, agents, summary, status."""
+"""Commands that read the log: events, tail, task, agent, agents, summary, status."""
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import click
-import orjson
 
-from domain.codec import StoredEvent
-from domain.events import EventType
-from projections.agents import all_agents, online_agents
+from projections.agents import all_agents, get_agent, online_agents
 from projections.tasks import get_task
 from store import EventFilter, first_stored
 from swarmlog import render
@@ -18,87 +15,79 @@ from swarmlog.cli.app import (
     db_option,
     emit_json,
     fail,
+    folded,
     json_option,
     make_console,
-    moment,
     open_log,
     print_tables,
     summary_data,
 )
-from swarmlog.timeparse import MOMENT_HELP
+from swarmlog.cli.listing import (
+    EventStream,
+    emit_events,
+    emit_records,
+    event_filter,
+    filter_options,
+    output_options,
+)
 
 # -- reading the log ------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.option("--task", "task_id", metavar="ID", help="Only events of this task.")
-@click.option("--agent", "agent_id", metavar="ID", help="Only events naming this agent.")
-@click.option("--type", "event_type", type=click.Choice([t.value for t in EventType]),
-              metavar="TYPE", help="Only events of this type (e.g. task.failed).")
-@click.option("--since", metavar="WHEN", help=f"Events at or after WHEN: {MOMENT_HELP}.")
-@click.option("--until", metavar="WHEN", help="Events before WHEN (same forms as --since).")
+@filter_options()
 @click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
               help="The newest N matching events (0: all).")
-@json_option
+@output_options()
 @db_option
-def events(task_id: str | None, agent_id: str | None, event_type: str | None, since: str | None,
-           until: str | None, limit: int, as_json: bool) -> None:
+def events(limit: int, fmt: str, **filters: Any) -> None:
     """List events, oldest first (the newest --limit of those matching).
+
+    Every output streams: `--limit 0 --nl` writes the whole log in constant memory.
 
     \b
     Example:
         swarmlog events --type task.failed --since 2h
-        swarmlog events --task r1-t0042 --json
+        swarmlog events --type 'task.*' --agent r1-a03 --where 'data.bid_sats>500'
+        swarmlog events --limit 0 --nl | jq -c 'select(.source == "coordinator")'
     """
-    start, end = moment(since, "--since"), moment(until, "--until")
+    where = event_filter(**filters)
     log = open_log()
-    where = EventFilter(types=None if event_type is None else frozenset({event_type}),
-                        task_id=task_id, agent_id=agent_id, since=start, until=end)
-    found = list(log.store.query(where, limit=limit or None, newest_first=True))
-    rows = [render.event_row(r) for r in reversed(found)]
-    if as_json:
-        emit_json(rows)
-    else:
-        console = make_console()
-        console.print(render.events_table(rows, f"{len(rows)} events", console.width))
+    emit_events(log.latest(where, limit or None), fmt, lambda n: f"{n} event{'' if n == 1 else 's'}")
 
 
 @cli.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True,
               help="How many of the newest events to print first.")
-@json_option
+@filter_options(times=False)
+@output_options(lines=True)
 @db_option
-def tail(follow: bool, lines: int, as_json: bool) -> None:
+def tail(follow: bool, lines: int, fmt: str, **filters: Any) -> None:
     """Print the newest events; with -f, follow new ones until Ctrl-C.
 
-    One line per event (one JSON object per line with --json), as other processes append them.
+    One line per event (one JSON object per line with --json or --nl; CSV rows after one header
+    with --csv), as other processes append them. The filters of `events` apply.
 
     \b
     Example:
         swarmlog tail -f --json | jq .event_type
+        swarmlog tail -f --type 'tool.*' --where data.tool=web_search
     """
+    where = event_filter(**filters)
     log = open_log()
     store = log.store
-
-    def show(stored: StoredEvent) -> None:
-        row = render.event_row(stored)
-        click.echo(orjson.dumps(row).decode() if as_json else render.event_line(row))
-
+    out = EventStream(fmt)
     after = store.head()
-    newest = list(store.query(limit=lines, newest_first=True)) if lines else []
-    for stored in reversed(newest):
-        show(stored)
-    sys.stdout.flush()
+    out.write(log.latest(where, lines, before=after + 1) if lines else ())
     if not follow:
         return
     try:
         while True:
             if store.wait_for_append(after, timeout=1.0):
-                for stored in store.read(after=after):
-                    show(stored)
-                    after = stored.position
-                sys.stdout.flush()
+                head = store.head()
+                out.write(store.query(where, after=after, before=head + 1))
+                after = head
     except KeyboardInterrupt:
         return
 
@@ -115,7 +104,7 @@ def task(task_id: str, as_json: bool) -> None:
         swarmlog task r1-t0042
     """
     log = open_log()
-    view = get_task(log.tasks, task_id)
+    view = get_task(folded(log).tasks, task_id)
     if view is None:
         fail(f"no task {task_id!r} in {log.location}")
     timeline = [render.event_row(r) for r in log.events_of_task(task_id)]
@@ -135,25 +124,52 @@ def task(task_id: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--online", is_flag=True, help="Only the agents online now.")
+@click.argument("agent_id", metavar="ID")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
+              help="The newest N of its events (0: all).")
 @json_option
 @db_option
-def agents(online: bool, as_json: bool) -> None:
+def agent(agent_id: str, limit: int, as_json: bool) -> None:
+    """Show one agent: its state in the read model, then its newest events.
+
+    \b
+    Example:
+        swarmlog agent r1-a03 --limit 20
+    """
+    log = open_log()
+    view = get_agent(folded(log).agents, agent_id)
+    if view is None:
+        fail(f"no agent {agent_id!r} in {log.location}")
+    state = render.agent_row(view)
+    found = log.latest(EventFilter(agent_id=agent_id), limit or None)
+    if as_json:
+        emit_json({"agent": state, "events": [render.event_row(r) for r in found]})
+        return
+    console = make_console()
+    shown = {k: v for k, v in state.items() if v not in (None, [], {})}
+    console.print(render.pairs_table(shown, f"agent {agent_id}"))
+    rows = [render.event_row(r) for r in found]
+    console.print(render.events_table(rows, f"its newest {len(rows)} events" if limit else "its events",
+                                      console.width))
+
+
+@cli.command()
+@click.option("--online", is_flag=True, help="Only the agents online now.")
+@output_options()
+@db_option
+def agents(online: bool, fmt: str) -> None:
     """List the agent roster: presence, current task, work done and sats earned.
 
     \b
     Example:
         swarmlog agents --online
+        swarmlog agents --csv > agents.csv
     """
-    log = open_log()
-    state = log.agents
+    state = folded(open_log()).agents
     views = online_agents(state) if online else all_agents(state)
     rows = [render.agent_row(v) for v in sorted(views, key=lambda v: v.agent_id)]
-    if as_json:
-        emit_json(rows)
-    else:
-        make_console().print(render.agents_table(rows, f"{len(rows)} agents"))
-
+    emit_records(rows, fmt, render.AGENT_COLUMNS, lambda shown: render.agents_table(
+        shown, f"{len(shown)} agents"))
 
 
 @cli.command()
@@ -168,7 +184,9 @@ def summary(minutes: float, as_json: bool) -> None:
     Example:
         swarmlog summary --minutes 15
     """
-    data = summary_data(open_log(), minutes)
+    log = open_log()
+    folded(log)
+    data = summary_data(log, minutes)
     if as_json:
         emit_json(data)
     else:

@@ -219,8 +219,9 @@ def test_status_reports_the_log(demo_db: Path, tmp_path: Path) -> None:
     pruned = as_json("status", db=copy)
     (prune,) = pruned["prunes"]
     assert pruned["count"] == pruned["head"] - prune["removed"] and prune["first"] == 1
-    for model in pruned["projections"].values():  # the prune's snapshots: nothing to fold
-        assert model["snapshot_position"] == prune["last"] and model["lag"] == pruned["count"]
+    for model in pruned["projections"].values():  # from the prune's snapshots: what is left
+        assert model["snapshot_position"] == prune["last"] and model["to_fold"] == pruned["count"]
+        assert model["folded"] is False and model["lag"] is None
 
 
 # -- maintaining ----------------------------------------------------------------------------------

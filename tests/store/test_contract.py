@@ -30,6 +30,7 @@ from domain.events import Event, EventType
 from domain.lenient import encode_as_given
 from store import (
     EVERYTHING,
+    DataCondition,
     EventFilter,
     EventLogStore,
     SnapshotStore,
@@ -351,6 +352,74 @@ def test_each_filter_of_a_query_selects_its_rows(store: Store) -> None:
                        source="other", since=at(1), until=at(2))
     assert positions(store.query(both)) == [2]
     assert positions(store.query(EVERYTHING, newest_first=True, limit=2)) == [6, 5]
+
+
+def _data_log() -> list[StoredEvent]:
+    """Payloads of every JSON kind, and two rows whose payload is not looked into."""
+    conforming = rows(
+        bid("t1", "a1", 120), bid("t2", "a2", 90),
+        ev(_T.TOOL_COMPLETED, "t1", "a1", tool="web.search", call_id="c1", duration_ms=1.5),
+        ev(_T.SYSTEM_INFO, message="120"),
+        ev(_T.TOOL_CALLED, "t2", "a2", tool="sql", call_id="c2", arguments={"depth": 3, "q": "x"}),
+        ev(_T.AGENT_STATUS_CHANGED, agent="a1", status="busy", ok=True, note=None),
+        ev(_T.AGENT_STATUS_CHANGED, agent="a2", status="idle", ok=False))
+    (base,) = rows(bid("t3", "a3", 120))
+    not_json = base._replace(id="not-json", data="{bid_sats: NaN", conforms=False, hash=None)
+    unchecked = base._replace(id="unchecked", conforms=None, hash=None)
+    return [*conforming, not_json, unchecked]
+
+
+@pytest.mark.parametrize(("path", "op", "value", "expected"), [
+    ("bid_sats", "=", "120", [1]),
+    ("bid_sats", "=", "120.0", [1]),
+    ("bid_sats", "!=", "120", [2, 3, 4, 5, 6, 7, 8, 9]),
+    ("bid_sats", ">", "100", [1]),
+    ("bid_sats", "<", "100", [2]),
+    ("duration_ms", ">", "1", [3]),
+    ("duration_ms", "<", "1.5e0", []),
+    ("message", "=", "120", [4]),
+    ("message", ">", "100", []),
+    ("tool", "=", "web.search", [3]),
+    ("arguments.depth", "=", "3", [5]),
+    ("arguments.q", "=", "x", [5]),
+    ("arguments", "=", "x", []),
+    ("status", "=", "busy", [6]),
+    ("ok", "=", "true", [6]),
+    ("ok", "=", "false", [7]),
+    ("ok", "!=", "true", [1, 2, 3, 4, 5, 7, 8, 9]),
+    ("note", "=", "null", [6]),
+    ("nothing", "=", "null", []),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_a_data_condition_selects_by_one_payload_field(store: Store, path: str, op: str,
+                                                       value: str, expected: list[int]) -> None:
+    store.append(_data_log())
+    condition = DataCondition(tuple(path.split(".")), op, value)
+    found = positions(store.query(EventFilter(data=(condition,))))
+    assert found == expected
+    assert found == [r.position for r in store.read() if condition.holds(r)]
+
+
+def test_data_conditions_combine_with_every_other_filter(store: Store) -> None:
+    store.append(_data_log())
+    big = DataCondition(("bid_sats",), ">", "50")
+    assert positions(store.query(EventFilter(data=(big,)))) == [1, 2]
+    assert positions(store.query(EventFilter(data=(big, DataCondition(("bid_sats",), "<", "100"))
+                                             ))) == [2]
+    assert positions(store.query(EventFilter(task_id="t1", data=(big,)))) == [1]
+    assert positions(store.query(EventFilter(types=frozenset({"bid.submitted"}), agent_id="a2",
+                                             since=at(-1), data=(big,)))) == [2]
+    assert positions(store.query(EventFilter(data=(big,)), newest_first=True, limit=1)) == [2]
+
+
+@pytest.mark.parametrize(("path", "op", "value", "problem"), [
+    ((), "=", "1", "not a path"), (("a'b",), "=", "1", "not a path"), (("a", ""), "=", "1", "not a path"),
+    (("x",), ">", "ten", "compares numbers"), (("x",), "~", "1", "operator"),
+    (("x",), "<", "NaN", "compares numbers"),
+])
+def test_a_malformed_data_condition_is_refused(path: tuple[str, ...], op: str, value: str,
+                                               problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        DataCondition(path, op, value)
 
 
 def test_a_naive_time_is_refused(store: Store) -> None:

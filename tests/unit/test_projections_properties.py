@@ -12,10 +12,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import projections.base
 from domain.codec import StoredEvent
 from domain.events import Event, EventType
 from domain.task import LIFECYCLE_TYPES, TaskStatus
-import projections.base
 from projections.base import MAX_ANOMALIES, Cold
 from projections.models import ReadModels, ReadModelsProjection, counts
 from projections.tasks import TOOL_TYPES
