@@ -5,6 +5,7 @@ table shows). Errors are one line on stderr and exit code 2; the database is ope
 `_open`, from `--db`, `$SWARMLOG_DB` or data/swarm.db (a `postgresql://` URL works too).
 """
 
+import swarmlog.cli.serve  # noqa: F401 (registers `serve`: the web view, swarmlog.web)
 from swarmlog.cli import maintenance, reading  # each registers its commands on `cli`
 from swarmlog.cli.app import cli, main
 
