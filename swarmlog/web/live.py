@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -59,9 +58,9 @@ def _backlog(viewer: Viewer, where: EventFilter, after: int) -> list[StoredEvent
 
 async def stream(request: Request) -> StreamingResponse:
     viewer = viewer_of(request)
-    filters = QueryParams([(k, v) for k, v in request.query_params.multi_items() if k != "after"])
-    query = params.events_query(filters, await run_in_threadpool(known_types, viewer),
-                                datetime.now(UTC))
+    query = params.events_query(request.query_params,
+                                await run_in_threadpool(known_types, viewer), datetime.now(UTC),
+                                (*params.FILTERS, "after"))
     last_id = request.headers.get("last-event-id")
     after = params.integer(request.query_params, "after", 0)
     if last_id is not None:

@@ -105,13 +105,16 @@ def event_types(params: QueryParams, known: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(wanted)))
 
 
-EVENTS_PARAMS = ("type", "task", "agent", "source", "since", "until", "before", "after", "limit")
+FILTERS = ("type", "task", "agent", "source", "since", "until")
+EVENTS_PARAMS = (*FILTERS, "before", "after", "limit")
 
 
-def events_query(params: QueryParams, known_types: Iterable[str], now: datetime) -> EventsQuery:
+def events_query(params: QueryParams, known_types: Iterable[str], now: datetime,
+                 allowed: Collection[str] = EVENTS_PARAMS) -> EventsQuery:
     """The events filter and page: `type` (several), `task`, `agent`, `source`, `since`,
-    `until` (a duration ago, 'now' or ISO-8601), `before` or `after` (a position), `limit`."""
-    check_names(params, EVENTS_PARAMS)
+    `until` (a duration ago, 'now' or ISO-8601), `before` or `after` (a position), `limit`;
+    only those in `allowed`."""
+    check_names(params, allowed)
     types = event_types(params, known_types)
     since, until = moment(params, "since", now), moment(params, "until", now)
     if since is not None and until is not None and since >= until:
