@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-import threading
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -60,9 +59,8 @@ def serve(host: str, port: int, token: str | None, token_file: str | None) -> No
         swarmlog serve                      # http://127.0.0.1:8000/
         swarmlog serve --host 0.0.0.0 --token-file ~/.swarmlog-token
     """
-    import uvicorn
-
-    from swarmlog.web import create_app, viewer_of
+    from swarmlog.web import create_app
+    from swarmlog.web.server import Server
 
     secret = read_token(token, token_file)
     if not is_loopback(host):
@@ -75,17 +73,9 @@ def serve(host: str, port: int, token: str | None, token_file: str | None) -> No
     location = click.get_current_context().meta.get(_DB) or default_location()
     log = EventLog(location, read_only=True)
     app = create_app(log, token=secret, close_log=True)
-    viewer = viewer_of(app)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # End the live streams first: uvicorn waits for open responses before it stops.
-            threading.Thread(target=viewer.closing, daemon=True).start()
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=3, lifespan="on")
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"serving {log.location} read-only on http://{shown}:{port}/"
                + (" (token required)" if secret else "") + "; Ctrl-C stops", err=True)
-    Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises it again once it has stopped
+        Server(app, host, port).run()
+    click.echo("stopped", err=True)
