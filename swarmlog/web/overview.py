@@ -118,7 +118,7 @@ def chart(models: ReadModels, now: datetime, minutes: int = 60) -> Chart:
     end, buckets = queries.minute_counts(models.summary, minutes, now)
     slot_category = [CATEGORIES.index(category(t)) for t in TYPES]
     width, height, left, top, bottom = 1200, 170, 40, 10, 140
-    step = (width - left - 10) / minutes
+    step = (width - left - 24) / minutes
     totals = []
     for _, bucket in buckets:
         per = [0] * len(CATEGORIES)

@@ -183,7 +183,7 @@ def task_page(request: Request) -> Response:
     state = render.task_row(view)
     duration = state["duration_seconds"]
     return render_page(
-        request, "task.html", "events", t=state | {"anomalies": view.anomalies},
+        request, "task.html", "task", t=state | {"anomalies": view.anomalies},
         bids=sorted(view.bids.items(), key=lambda kv: (kv[1], kv[0])),
         line=build(view, rows, _now()), rows=rows, more=more, tool_errors=tool_errors,
         duration="—" if duration is None else f"{duration:.1f} s", pruned_before=pruned)

@@ -14,7 +14,7 @@ from swarmlog.web.present import payload
 
 WIDTH = 1200
 LEFT = 96  # the lane labels
-RIGHT = 24
+RIGHT = 64  # room for the outcome's label
 AXIS = 26  # the axis and its labels, on top
 PHASE_LANE = 30
 BID_LANE = 22
@@ -129,8 +129,7 @@ def build(task: TaskView, rows: list[StoredEvent], now: datetime) -> Timeline:
     if end <= start:
         end = start + timedelta(seconds=1)
     axis = _Axis(start, end)
-    line = Timeline(start=start.isoformat(sep=" ", timespec="seconds"),
-                    end=end.isoformat(sep=" ", timespec="seconds"))
+    line = Timeline(start=f"{start:%Y-%m-%d %H:%M:%S}", end=f"{end:%Y-%m-%d %H:%M:%S}")
     line.ticks = axis.ticks()
     y: float = AXIS
     # The lifecycle band.
