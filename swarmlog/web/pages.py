@@ -82,10 +82,8 @@ def listing(request: Request) -> tuple[Viewer, params.EventsQuery, queries.Page]
     viewer = viewer_of(request)
     now = _now()
     query = params.events_query(request.query_params, known_types(viewer), now)
-    with viewer.models() as models:
-        rate = queries.rate_per_minute(models.summary)
     page = queries.events(viewer.store, query.where, limit=query.limit, before=query.before,
-                          after=query.after, rate=rate, now=now)
+                          after=query.after, rate=viewer.rate, now=now)
     return viewer, query, page
 
 

@@ -14,7 +14,7 @@ cheapest exact way through the store's `query`:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -69,13 +69,14 @@ def _estimated(where: EventFilter, rate: float, now: datetime) -> float:
 
 
 def _walk(store: Store, where: EventFilter, after: int, before: int | None,
-          newest_first: bool) -> Iterator[StoredEvent]:
-    """Every match in position order, walking the most selective index without the time range
-    in the SQL (the rows are checked here), so that the walk stops when the caller has enough."""
+          newest_first: bool, want: int) -> Iterator[StoredEvent]:
+    """The matches in position order, walking the most selective index without the time range
+    in the SQL (the rows are checked here), so that the walk stops when the caller has `want`."""
     loose = replace(where, since=None, until=None)
     timed = where.since is not None or where.until is not None
     walks = [store.query(replace(loose, types=t), after=after, before=before,
-                         newest_first=newest_first) for t in _split_types(where)]
+                         newest_first=newest_first, limit=None if timed else want)
+             for t in _split_types(where)]
     merged: Iterable[StoredEvent] = walks[0] if len(walks) == 1 else heapq.merge(
         *walks, key=lambda r: r.position, reverse=newest_first)
     return (r for r in merged if not timed or matches(r, where))
@@ -89,20 +90,22 @@ def _split_types(where: EventFilter) -> list[frozenset[str] | None]:
 
 
 def events(store: Store, where: EventFilter, *, limit: int, before: int | None = None,
-           after: int | None = None, rate: float = 0.0,
+           after: int | None = None, rate: Callable[[], float] = lambda: 0.0,
            now: datetime | None = None) -> Page:
     """The page of `limit` events matching `where`: the newest below `before` (or the newest of
-    all), or, given `after`, the oldest above it; newest first either way."""
+    all), or, given `after`, the oldest above it; newest first either way. `rate()` is the log's
+    events a minute (asked only when a time range is given)."""
     newest_first = after is None
     timed = where.since is not None or where.until is not None
     indexed = where.task_id is not None or where.agent_id is not None
-    if timed and not indexed and _estimated(where, rate, now or datetime.now(UTC)) <= NARROW:
+    if timed and not indexed and _estimated(where, rate(), now or datetime.now(UTC)) <= NARROW:
         # A narrow range: the timestamp index, both ends given (the store's range path).
         ranged = where if where.until is not None else replace(where, until=_FAR_FUTURE)
         found = list(store.query(ranged, after=after or 0, before=before, limit=limit + 1,
                                  newest_first=newest_first))
     else:
-        found = list(islice(_walk(store, where, after or 0, before, newest_first), limit + 1))
+        found = list(islice(_walk(store, where, after or 0, before, newest_first, limit + 1),
+                            limit + 1))
     more = len(found) > limit
     rows = found[:limit]
     if not rows:
@@ -115,7 +118,7 @@ def events(store: Store, where: EventFilter, *, limit: int, before: int | None =
 
 
 def recent(store: Store, where: EventFilter, since: datetime, limit: int,
-           rate: float) -> list[StoredEvent]:
+           rate: Callable[[], float]) -> list[StoredEvent]:
     """The newest `limit` events matching `where` at or after `since`, newest first."""
     return events(store, replace(where, since=since), limit=limit, rate=rate).rows
 

@@ -26,6 +26,7 @@ from domain.errors import SwarmlogError
 from projections.models import ReadModels
 from projections.verify import VerifyReport, verify
 from swarmlog.log import EventLog
+from swarmlog.web.queries import rate_per_minute
 
 log = logging.getLogger("swarmlog.web")
 
@@ -195,6 +196,11 @@ class Viewer:
             self.log.runner.catch_up(on_event=rows.append)
             if rows or self._summary_due:
                 self._publish(rows)
+
+    def rate(self) -> float:
+        """The log's recent rate, events a minute (see `queries.rate_per_minute`)."""
+        with self.models() as models:
+            return rate_per_minute(models.summary)
 
     @contextlib.contextmanager
     def models(self) -> Iterator[ReadModels]:
