@@ -222,6 +222,5 @@ def _tools(line: Timeline, axis: _Axis, rows: list[StoredEvent], end: datetime,
         line.spans.append(Span(x0, width, top + 3, TOOL_LANE - 6, kind, tool, title))
         if failed:
             line.marks.append(Mark(x0 + width, top + TOOL_LANE / 2, "fail", "", title))
-    for i in range(len(lanes)):
-        line.lanes.append((y + i * TOOL_LANE + TOOL_LANE / 2, "tools" if i == 0 else ""))
+    line.lanes.append((y + TOOL_LANE / 2, "tools" if lanes else "tools (none)"))
     return y + max(len(lanes), 1) * TOOL_LANE

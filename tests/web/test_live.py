@@ -181,6 +181,14 @@ def test_serve_refuses_the_network_without_a_token(log_path: Path) -> None:
     assert short.returncode == 2 and "at least 8 characters" in short.stderr
 
 
+def test_serve_on_a_missing_database_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "swarm.db"
+    done = subprocess.run([sys.executable, "-m", "swarmlog.cli", "--db", str(missing), "serve"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no swarmlog database" in done.stderr
+    assert not missing.parent.exists()
+
+
 def test_serve_with_a_token_file_requires_it_and_stops_cleanly_on_ctrl_c(
         log_path: Path, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
