@@ -129,3 +129,24 @@ def run(path: str, quick: bool, say: Callable[[str], None], seed: int = 17
         viewer.stop()
         log.close()
     return rows, extra
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.web PATH|URL [--quick]`: the page renders of any log."""
+    import argparse
+    import sys
+
+    from benchmarks import report
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.web", description=main.__doc__)
+    parser.add_argument("log", help="an SQLite file or a postgresql:// URL")
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    args = parser.parse_args(argv)
+    rows, extra = run(args.log, args.quick, lambda text: print(text, file=sys.stderr))
+    print(f"start-up (read models from the snapshot): {extra['start_seconds']:.2f} s\n")
+    print(report.markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

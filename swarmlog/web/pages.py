@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from domain.codec import StoredEvent
 from domain.events import EventType
 from projections.agents import all_agents
 from projections.tasks import get_task
@@ -131,8 +132,9 @@ def position_of(request: Request) -> int:
     return int(text)
 
 
-def event_at(viewer: Viewer, position: int) -> Any:
-    row = next(iter(viewer.store.read(position - 1, position)), None) if position > 0 else None
+def event_at(viewer: Viewer, position: int) -> StoredEvent:
+    """The stored event at a position, or a 404."""
+    row = next(viewer.store.query(after=position - 1, limit=1), None) if position > 0 else None
     if row is None or row.position != position:
         raise HTTPException(404, f"no event at position {position} (pruned, or not appended yet)")
     return row
@@ -217,6 +219,16 @@ def agents_page(request: Request) -> Response:
         rows.sort(key=lambda r: r["current_task"] is None)
     elif sort != "agent":
         rows.sort(key=lambda r: -r[sort])
+    for row in rows:  # what the template shows, ready: a roster can be long
+        row.update(
+            quoted=quote(row["agent_id"], safe=""),
+            task_quoted=quote(row["current_task"] or "", safe=""),
+            row_class="online" if row["presence"] == "online" else "offline",
+            presence_class=row["presence"].replace(" ", "-"),
+            failed_class=" badtext" if row["tasks_failed"] else "",
+            tool_class=" badtext" if row["tool_failures"] else "",
+            hour_class=" badtext" if row["failed_last_hour"] else "",
+            caps=", ".join(row["capabilities"]))
     online = sum(1 for r in rows if r["presence"] == "online")
     return render_page(request, "agents.html", "agents", agents=rows, online=online,
                        columns=_COLUMNS, sort=sort)
