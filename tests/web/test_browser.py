@@ -163,8 +163,10 @@ def test_the_agents_and_integrity_pages_render(tab: Tab) -> None:
     tab.open("/agents")
     tab.shot("agents")
     page = tab.open("/integrity")
-    page.wait_for_selector("#verify.ok", timeout=15000)  # reloads itself until verify is done
-    assert "All good" in page.inner_text("#verify")
+    # It reloads itself until verify is done.
+    page.wait_for_selector("#verify:not(.running)", state="attached", timeout=30000)
+    verdict = page.inner_text("#verify")
+    assert "All good" in verdict, verdict
     tab.shot("integrity")
 
 
