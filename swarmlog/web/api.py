@@ -110,9 +110,6 @@ def api_status(request: Request) -> JSON:
     verifier = viewer.verifier
     report = verifier.report
     data["verify"] = None if report is None else {
-        "ok": report.ok, "events": report.events, "streams": report.streams,
-        "snapshots": report.snapshots, "archives": report.archives,
-        "problem_count": report.problem_count, "problems": report.problems,
-        "head": verifier.head, "finished_at": verifier.finished_at}
+        **report, "head": verifier.head, "finished_at": verifier.finished_at}
     data["verify_running"] = verifier.running
     return JSON(data)
