@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(Config(events, args.quick, workdir, args.seed, args.postgres), say)
     try:
         for phase in ("appends", "singles", "rebuilds", "startups", "task_events", "summary",
-                      "explain", "memory", "chain", "prune", "postgres"):
+                      "web", "explain", "memory", "chain", "prune", "postgres"):
             say(f"{phase} ({time.perf_counter() - started:.0f}s)")
             settle()
             getattr(run, phase)()

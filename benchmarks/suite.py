@@ -358,6 +358,13 @@ class Run:
                              2.0, higher_is_better=False,
                              note="raw: GROUP BY +event_type on the timestamp index"))
 
+    def web(self) -> None:
+        """The web view's page renders (see benchmarks.web), on the log as it stands."""
+        from benchmarks import web
+
+        rows, self.extra["web"] = web.run(self.paths["swarmlog"], self.cfg.quick, self.say)
+        self.rows += rows
+
     def explain(self) -> None:
         task = next(iter(self.tasks))
         agent = next(iter(self.agents))

@@ -5,7 +5,7 @@ table shows). Errors are one line on stderr and exit code 2; the database is ope
 `_open`, from `--db`, `$SWARMLOG_DB` or data/swarm.db (a `postgresql://` URL works too).
 """
 
-from swarmlog.cli import maintenance, reading, tools  # each registers its commands on `cli`
+from swarmlog.cli import maintenance, reading, serve, tools  # each registers its commands
 from swarmlog.cli.app import cli, main
 
-__all__ = ["cli", "main", "maintenance", "reading", "tools"]
+__all__ = ["cli", "main", "maintenance", "reading", "serve", "tools"]
