@@ -69,8 +69,8 @@ class Config:
         return min(10_000, max(self.events // 5, 100))
 
     @property
-    def samples(self) -> int:  # get_task_events calls per side
-        return 300 if self.quick else 1000
+    def samples(self) -> int:  # get_task_events calls per side: a p99 of 30 (10) slowest calls
+        return 1000 if self.quick else 3000
 
     @property
     def postgres_events(self) -> int:  # the PostgreSQL part's log
@@ -226,35 +226,47 @@ class Run:
     # -- reading everything back ----------------------------------------------------------------
 
     def rebuilds(self) -> None:
-        reps = 2 if self.cfg.quick else 1
-        best = [float("inf")] * 3
-        counts = [0, 0, 0]
+        """Three rounds; in each, every side folds the whole log once, in shuffled turns:
+        swarmlog's rebuild, raw SQLite's, the peer's read-back, and swarmlog's start-up without
+        snapshots (read-only, so that no sample leaves a snapshot for the next). Medians, with
+        the spread (slowest / fastest) in the JSON and the notes."""
         self.log.close()
-        for k in range(reps):
-            for side in _rotations(k, 3):
-                if side == 0:
-                    if k:
-                        self.log.close()
-                    self.log = EventLog(self.paths["swarmlog"])  # kept: snapshotted below
+        path = self.paths["swarmlog"]
+        times: list[list[float]] = [[], [], [], []]
+        counts = [0, 0, 0, 0]
+        for k in range(3):
+            for side in _rotations(k, 4):
+                settle()
                 started = now()
                 if side == 0:
-                    counts[0] = self.log.rebuild()
+                    with EventLog(path) as log:
+                        counts[0] = log.rebuild()
                 elif side == 1:
                     counts[1], _ = self.raw.rebuild()
-                else:
+                elif side == 2:
                     counts[2] = self.peer.read_all()
-                best[side] = min(best[side], now() - started)
+                else:
+                    with EventLog(path, read_only=True) as log:
+                        counts[3] = log.start()
+                times[side].append(now() - started)
         if len(set(counts)) != 1:
-            raise RuntimeError(f"the three logs differ in length: {counts}")
-        rates = [counts[i] / best[i] for i in range(3)]
+            raise RuntimeError(f"the logs differ in length: {counts}")
+        self.log = EventLog(path)  # kept: snapshotted below
+        median = [statistics.median(t) for t in times]
+        spread = [f"spread {max(t) / min(t):.2f}" for t in times]
+        rates = [counts[0] / m for m in median]
         op = "full rebuild, three read models"
         self.rows += [
             Row(op, "events/s", rates[0], "raw", rates[1], 0.5,
-                note="raw: scan + orjson + dict fold"),
+                note=f"raw: scan + orjson + dict fold; median of 3 ({spread[0]}, raw {spread[1]})"),
             Row(op, "events/s", rates[0], "peer", rates[2], 1.5,
-                note="peer: read every event back and decode it"),
+                note=f"peer: read every event back and decode it (peer {spread[2]})"),
+            Row(f"start-up without snapshots, {counts[0]:,} events", "s", median[3], "rebuild",
+                median[0], 1.2, higher_is_better=False,
+                note=f"EventLog(path, read_only=True).start(); median of 3 ({spread[3]})"),
         ]
-        self.extra["rebuild_seconds"] = {"swarmlog": best[0], "raw": best[1], "peer": best[2]}
+        self.extra["rebuild_seconds"] = dict(zip(("swarmlog", "raw", "peer", "start"), times,
+                                                 strict=True))
         names = [f"task-{t}" for t in islice(self.tasks, 0, None, max(len(self.tasks) // 300, 1))]
         started = now()
         rebuilt = self.peer.reconstruct(names)
@@ -323,10 +335,11 @@ class Run:
                 raise RuntimeError(f"get_task_events({t!r}) returned {got} events, raw {want}")
         p50 = [statistics.median(x) * 1000 for x in (ours, theirs)]
         p99 = [sorted(x)[int(0.99 * (len(x) - 1))] * 1000 for x in (ours, theirs)]
+        calls = f"{len(ours):,} calls per side, interleaved"
         self.rows += [Row("get_task_events p50", "ms", p50[0], "raw", p50[1], None,
-                          higher_is_better=False),
+                          higher_is_better=False, note=calls),
                       Row("get_task_events p99", "ms", p99[0], "raw", p99[1], 3.0,
-                          higher_is_better=False)]
+                          higher_is_better=False, note=calls)]
 
     def summary(self) -> None:
         from swarmlog import event_log as facade
@@ -373,14 +386,30 @@ class Run:
     # -- memory and pruning ---------------------------------------------------------------------
 
     def memory(self) -> None:
-        out = subprocess.run([sys.executable, "-m", "benchmarks.memory", self.paths["swarmlog"]],
-                             capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent.parent)
-        found = orjson.loads(out.stdout.strip().splitlines()[-1])
+        """Peak RSS of a rebuild and of a start-up without snapshots, each in a fresh process,
+        on this log and on one a tenth as long of the same swarm (as many tasks open): a fold
+        whose memory is bounded by what is open peaks alike on both."""
+        tenth = self.cfg.workdir / "tenth.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tenth}{suffix}").unlink(missing_ok=True)
+        with EventLog(tenth) as log:
+            specs = swarm_specs(self.cfg.events // 10, self.cfg.seed, self.end)
+            while batch := [to_event(s) for s in islice(specs, 5 * BATCH)]:
+                log.append(batch)
+        found: dict[str, dict[str, Any]] = {}
+        for fold in ("rebuild", "start"):
+            for name, path in (("large", self.paths["swarmlog"]), ("tenth", str(tenth))):
+                out = subprocess.run([sys.executable, "-m", "benchmarks.memory", path, fold],
+                                     capture_output=True, text=True, check=True,
+                                     cwd=Path(__file__).resolve().parent.parent)
+                found[f"{fold}_{name}"] = orjson.loads(out.stdout.strip().splitlines()[-1])
+            large, small = found[f"{fold}_large"], found[f"{fold}_tenth"]
+            what = "rebuild" if fold == "rebuild" else "start-up without snapshots"
+            self.rows.append(Row(
+                f"{what}: peak RSS at {large['events']:,} events", "MB", large["peak_mb"],
+                f"at {small['events']:,}", small["peak_mb"], 1.25, higher_is_better=False,
+                note=f"fresh process; {large['rss_before_mb']:.0f} MB before the fold"))
         self.extra["memory"] = found
-        self.rows.append(Row(f"rebuild memory: peak RSS growth vs kept, {found['events']:,} events",
-                             "MB", found["peak_growth_mb"], "kept", found["kept_growth_mb"], 1.2,
-                             higher_is_better=False))
 
     def prune(self) -> None:
         op = f"prune half of {self.seen:,} events (snapshot + archive)"

@@ -187,6 +187,18 @@ class StoredEvent(NamedTuple):
         return decode(self)
 
 
+#: What a fold reads of a stored row: (position, event_type, source, task_id, agent_id, data,
+#: timestamp, schema_version, conforms), the columns of `StoredEvent` every fold needs. A row a
+#: fold takes the typed way is read whole (see `projections.base.Projection.fold_scan`).
+FoldRow = tuple[int, str, str, str | None, str | None, str | None, str, int, bool | None]
+
+
+def fold_row(row: StoredEvent) -> FoldRow:
+    """The columns of a stored row that a fold reads."""
+    return (row.position, row.event_type, row.source, row.task_id, row.agent_id, row.data,
+            row.timestamp, row.schema_version, row.conforms)
+
+
 def encode_plain(event: Event) -> StoredEvent:
     """The row of a typed event, step by step: the oracle `encode` must always equal."""
     try:

@@ -15,10 +15,11 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 
 import orjson
 
-from domain.codec import StoredEvent, decode
-from domain.errors import CorruptEvent
+from domain.codec import FoldRow, StoredEvent, decode, fold_row
+from domain.errors import CorruptEvent, ProjectionError
 from domain.events import Event
 from domain.lenient import nonconformity, salvage
+from store.base import EventLogStore
 
 S = TypeVar("S")
 V = TypeVar("V")
@@ -50,10 +51,29 @@ class Projection(Generic[S]):
         """Fold one event into `state` (it may be changed in place); never raises."""
         raise NotImplementedError
 
-    def fold_rows(self, state: S, rows: Iterable[StoredEvent]) -> S:
-        """Fold stored rows, in position order (see `fold_row`)."""
+    def fold_scan(self, state: S, rows: Sequence[FoldRow],
+                  full: Callable[[int], StoredEvent]) -> S:
+        """Fold rows as a store's `scan` reads them, in position order: the one fold of stored
+        rows (rebuilds, start-ups, catch-ups, prunes). `full(position)` is the whole row, for a
+        row taken the typed way. By default every row is: `fold_row` of its whole row."""
         for row in rows:
-            state = self.fold_row(state, row)
+            state = self.fold_row(state, full(row[0]))
+        return state
+
+    def fold_rows(self, state: S, rows: Iterable[StoredEvent]) -> S:
+        """Fold whole rows (an archive segment, a page already read whole) through
+        `fold_scan`, a page at a time."""
+        page: list[StoredEvent] = []
+        for row in rows:
+            page.append(row)
+            if len(page) == _WHOLE_PAGE:
+                state = self._fold_whole(state, page)
+                page = []
+        return self._fold_whole(state, page) if page else state
+
+    def _fold_whole(self, state: S, page: list[StoredEvent]) -> S:
+        state = self.fold_scan(state, [fold_row(r) for r in page], whole(page))
+        self.spill(state)
         return state
 
     def fold_row(self, state: S, row: StoredEvent) -> S:
@@ -168,6 +188,9 @@ class Cold(NamedTuple):
 SPILL_AT = 5_000
 #: Rows a `Spill` reads at a time when a snapshot takes its entries.
 _SPILL_PAGE = 1_000
+#: The bits of a `Spill`'s filter of the keys it holds, less one (1 MiB: one key in ~300 not
+#: there is looked up anyway, at 200k keys).
+_BITS = (1 << 23) - 1
 
 
 class Spill:
@@ -179,6 +202,9 @@ class Spill:
 
     def __init__(self, under: Cold | None) -> None:
         self.under = under
+        # A Bloom filter of the keys spilled here (two bits each): a key a fold meets for the
+        # first time (every new task) is mostly not looked up at all.
+        self._seen = bytearray((_BITS + 1) >> 3)
         self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         for pragma in ("cache_size = -8192",  # 8 MiB of pages; the rest on disk
                        "journal_mode = OFF", "synchronous = OFF"):  # scratch: nothing to recover
@@ -186,15 +212,24 @@ class Spill:
         self._db.execute("CREATE TABLE spilled (key TEXT PRIMARY KEY, state TEXT NOT NULL)"
                          " WITHOUT ROWID")
 
-    def put(self, items: Iterable[tuple[str, str]]) -> None:
+    def put(self, items: Sequence[tuple[str, str]]) -> None:
+        seen = self._seen
+        for key, _ in items:
+            h = hash(key)
+            seen[(h & _BITS) >> 3] |= 1 << (h & 7)
+            seen[((h >> 24) & _BITS) >> 3] |= 1 << ((h >> 24) & 7)
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR REPLACE INTO spilled VALUES (?, ?)", items)
         self._db.execute("COMMIT")
 
     def get(self, key: str) -> str | None:
-        found = self._db.execute("SELECT state FROM spilled WHERE key = ?", (key,)).fetchone()
-        if found is not None:
-            return cast(str, found[0])
+        h = hash(key)
+        seen = self._seen
+        if seen[(h & _BITS) >> 3] & (1 << (h & 7)) and \
+                seen[((h >> 24) & _BITS) >> 3] & (1 << ((h >> 24) & 7)):
+            found = self._db.execute("SELECT state FROM spilled WHERE key = ?", (key,)).fetchone()
+            if found is not None:
+                return cast(str, found[0])
         return None if self.under is None else self.under.get(key)
 
     def items(self, prefix: str = "") -> list[tuple[str, str]]:
@@ -341,21 +376,56 @@ def parse_anomalies(items: list[list[Any]]) -> list[Anomaly]:
     return [_new_tuple(Anomaly, item) for item in items]  # (a NamedTuple, minus its __new__)
 
 
-#: Events folded a page at a time (between two releases of a runner's state lock, and two
-#: progress reports). Small on purpose: rows held in a page outlive the collector's young
-#: generation and get promoted, and full collections then walk the whole read model.
+#: Events a runner folds at a time into the read models it serves (between two releases of its
+#: state lock: a query waits for at most this many).
 PAGE_SIZE = 50
+#: Whole rows `fold_rows` hands on at a time.
+_WHOLE_PAGE = 1000
+
+
+def whole(rows: Sequence[StoredEvent]) -> Callable[[int], StoredEvent]:
+    """The whole row at a position, among rows already read whole."""
+    return {row.position: row for row in rows}.__getitem__
+
+
+class PageRows:
+    """The whole rows of a page of `FoldRow`s, read from the store the first time one is asked
+    for (a fold takes few rows the typed way, and most pages none)."""
+
+    __slots__ = ("_first", "_last", "_rows", "_store")
+
+    def __init__(self, store: EventLogStore, page: Sequence[FoldRow]) -> None:
+        self._store = store
+        self._first, self._last = page[0][0], page[-1][0]
+        self._rows: dict[int, StoredEvent] | None = None
+
+    def __call__(self, position: int) -> StoredEvent:
+        if self._rows is None:
+            self._rows = {r.position: r for r in self._store.read(self._first - 1, self._last)}
+        row = self._rows.get(position)
+        if row is None:
+            raise RowsVanished(position)
+        return row
+
+
+class RowsVanished(ProjectionError):
+    """A row a fold had scanned was gone when it was read whole: pruned meanwhile."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"event {position} was pruned while it was being folded")
+        self.position = position
 
 
 def fold_page(projections: Sequence[Projection[Any]], states: list[Any], positions: list[int],
-              page: Sequence[StoredEvent]) -> None:
-    """Fold one page into each projection, skipping the rows at or before its position."""
-    first, last = page[0].position, page[-1].position
+              page: Sequence[FoldRow], full: Callable[[int], StoredEvent]) -> None:
+    """Fold one page into each projection, skipping the rows at or before its position, and
+    let each spill what it no longer needs in memory."""
+    first, last = page[0][0], page[-1][0]
     for i, projection in enumerate(projections):
         at = positions[i]
         if at >= last:
             continue
-        todo = page if at < first else [r for r in page if r.position > at]
-        states[i] = projection.fold_rows(states[i], todo)
+        todo = page if at < first else [r for r in page if r[0] > at]
+        states[i] = projection.fold_scan(states[i], todo, full)
         positions[i] = last
         projection.spill(states[i])

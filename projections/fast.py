@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import orjson
 
 from domain.agent import Presence
-from domain.codec import CURRENT_VERSION, StoredEvent
+from domain.codec import CURRENT_VERSION, FoldRow
 from domain.events import EventType
 from domain.task import TaskStatus
 from projections.agents import AgentView
@@ -54,7 +54,7 @@ Handler = Callable[["ReadModels", int, "str | None", "str | None", "str | None",
 def _payload(data: str | None) -> dict[str, Any]:
     payload = _loads(data) if data else _EMPTY
     if type(payload) is not dict:
-        raise ValueError("not a JSON object")  # (a changed row: the plain way, see fold_rows)
+        raise ValueError("not a JSON object")  # (a changed row: the plain way, see fold)
     return payload
 
 
@@ -314,10 +314,11 @@ assert set(HANDLERS) == {t.value for t in EventType}, "every event type has a fa
 _CURRENT = {kind.value: version for kind, version in CURRENT_VERSION.items()}
 
 
-def fold_rows(slow: Callable[[ReadModels, StoredEvent], ReadModels], m: ReadModels,
-              rows: Iterable[StoredEvent]) -> ReadModels:
+def fold(m: ReadModels, rows: Iterable[FoldRow],
+         slow: Callable[[ReadModels, int], ReadModels]) -> ReadModels:
     """Fold rows into the read models: the same state as the plain fold of each row (`slow`,
-    which also takes every row that is not a handler's common case)."""
+    given the row's position, folds the whole row the typed way; it also takes every row that
+    is not a handler's common case)."""
     summary = m.summary
     by_type, by_source, statuses = summary.by_type, summary.by_source, summary.tasks_by_status
     handlers, current = HANDLERS.get, _CURRENT
@@ -326,7 +327,7 @@ def fold_rows(slow: Callable[[ReadModels, StoredEvent], ReadModels], m: ReadMode
     bucket: list[int] | None = None
     moment = datetime.min
     for row in rows:
-        position, _, kind, source, task_id, agent_id, data, ts, _, _, schema, conforms, _ = row
+        position, kind, source, task_id, agent_id, data, ts, schema, conforms = row
         handler = handlers(kind)
         try:
             if handler is None or not conforms or schema != current[kind]:
@@ -339,7 +340,7 @@ def fold_rows(slow: Callable[[ReadModels, StoredEvent], ReadModels], m: ReadMode
         except ValueError:  # a payload or time that is not what it says: the plain way
             moved = SLOW
         if moved is SLOW:
-            slow(m, row)
+            slow(m, position)
             minute_text = None  # the plain fold may have swept the bucket away
             continue
         summary.total += 1

@@ -8,14 +8,14 @@ position, under one name and version (bump it when any of the three folds change
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
 import orjson
 
-from domain.codec import StoredEvent
+from domain.codec import FoldRow, StoredEvent
 from domain.events import Event, EventType
 from projections import fast, summary
 from projections.agents import AgentsState, agents_online, evolve_agents
@@ -60,10 +60,11 @@ class ReadModelsProjection(Projection[ReadModels]):
         summary.nonconforming(state.summary, row, reason, readable=salvaged is not None)
         return state
 
-    def fold_rows(self, state: ReadModels, rows: Iterable[StoredEvent]) -> ReadModels:
+    def fold_scan(self, state: ReadModels, rows: Sequence[FoldRow],
+                  full: Callable[[int], StoredEvent]) -> ReadModels:
         if self._plain:
-            return super().fold_rows(state, rows)
-        return fast.fold_rows(self.fold_row, state, rows)
+            return super().fold_scan(state, rows, full)
+        return fast.fold(state, rows, lambda m, position: self.fold_row(m, full(position)))
 
     def dump(self, state: ReadModels) -> str:
         return dumps({"tasks": state.tasks.dump(state.tasks.tasks.merged()),

@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from domain.codec import StoredEvent, timestamp_text
+from domain.codec import StoredEvent, fold_row, timestamp_text
 from domain.errors import ProjectionError
-from projections.base import PAGE_SIZE, Cold, Projection, fold_page
+from projections.base import PAGE_SIZE, Cold, Projection, fold_page, whole
 from store.archive import read_segment, segment_name, to_line, write_segment
 from store.base import PruneRecord, SnapshotRecord, Store, first_stored, prefix_end
 
@@ -192,14 +192,16 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
             for row in store.read(start, end):
                 page.append(row)
                 if len(page) == PAGE_SIZE:
-                    fold_page(projections, states, positions, page)
+                    fold_page(projections, states, positions, [fold_row(r) for r in page],
+                              whole(page))
                     page = []
                     if progress is not None:
                         progress(row.position - start, end - start)
                 if row.position >= first:
                     yield to_line(row)
             if page:
-                fold_page(projections, states, positions, page)
+                fold_page(projections, states, positions, [fold_row(r) for r in page],
+                          whole(page))
 
         path = digest = None
         if archive is not None:

@@ -1,9 +1,11 @@
 """The projection runner: load snapshots, fold the tail, catch up, follow, snapshot, rebuild.
 
-Every fold streams: rows come from `store.read(after)` a page at a time, so memory is bounded by
-the read models and one page, never by the length of the log. All projections share one read
-pass; each skips what its snapshot already holds. Rows swarmlog validated when it appended them
-are folded without being validated again (see `projections.fast`); any other row is.
+Every fold streams: rows come from `store.scan(after)` a page at a time, only the columns a fold
+reads (a row taken the typed way is read whole, with its page: `PageRows`), and closed entries
+leave memory as they pile up (`Tiered.spill`), so memory is bounded by what is open and one page,
+never by the length of the log. All projections share one read pass; each skips what its
+snapshot already holds. Rows swarmlog validated when it appended them are folded without being
+validated again (see `projections.fast`); any other row is.
 
 Threads: one lock guards the states. The folding thread takes it per page (so queries never wait
 long) and a query takes it for its duration (`query`), so a `follow()` in one thread and queries
@@ -16,9 +18,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from domain.codec import StoredEvent
+from domain.codec import FoldRow, StoredEvent
 from domain.errors import ProjectionError
-from projections.base import PAGE_SIZE, Cold, Projection, fold_page
+from projections.base import PAGE_SIZE, Cold, PageRows, Projection, RowsVanished, fold_page
 from projections.models import ReadModelsProjection
 from projections.pruning import restore
 from store.base import Store, stored_count
@@ -154,9 +156,9 @@ class ProjectionRunner:
             states, positions = [s for s, _ in restored], [at for _, at in restored]
             done = 0
             head, total = self.store.head(), stored_count(self.store)
-            rows = self.store.read(min(positions, default=0), head)
-            for page in _pages(rows, None, self._page_size):
-                fold_page(self.projections, states, positions, page)
+            # Whole store pages: these states are this fold's own until they replace the old.
+            for page in self.store.scan(min(positions, default=0), head):
+                fold_page(self.projections, states, positions, page, PageRows(self.store, page))
                 done += len(page)
                 if progress is not None:
                     progress(done, total)
@@ -203,24 +205,31 @@ class ProjectionRunner:
         that have not seen it; returns how many events were read."""
         after, read = self.position, 0
         total = (self.store.head() if until is None else until) - after
-        for page in _pages(self.store.read(after, until), until, self._page_size):
-            if read == 0 and page[0].position > after + 1:
+        for page in _pages(self.store.scan(after, until), self._page_size):
+            if read == 0 and page[0][0] > after + 1:
                 return self._fold_over_gap(until, on_event)
+            full = PageRows(self.store, page)
             try:
                 with self.lock:
-                    fold_page(self.projections, self._states, self._positions, page)
+                    try:
+                        fold_page(self.projections, self._states, self._positions, page, full)
+                    except RowsVanished:  # pruned between its scan and its whole read
+                        self._load_snapshots(upto=until)  # (under the lock: no half page seen)
+                        raise
+            except RowsVanished:
+                return read + self._fold(until, on_event, progress)
             except Exception as e:  # a bug in a fold: reload from snapshots on the next call
                 self._started = False
                 raise ProjectionError(
-                    f"a projection failed to fold events {page[0].position}..{page[-1].position}: "
+                    f"a projection failed to fold events {page[0][0]}..{page[-1][0]}: "
                     f"{e!r} (a fold must never raise; this is a bug in it)"
                 ) from e
             read += len(page)
             if on_event is not None:
                 for row in page:
-                    on_event(row)
+                    on_event(full(row[0]))
             if progress is not None:
-                progress(min(page[-1].position - after, total), total)
+                progress(min(page[-1][0] - after, total), total)
         if read == 0 and (until is None or until > after) and self._pruned_after(after):
             return self._fold_over_gap(until, on_event)
         return read
@@ -240,16 +249,8 @@ class ProjectionRunner:
         return self._fold(until, on_event)
 
 
-def _pages(rows: Iterator[StoredEvent], until: int | None, size: int
-           ) -> Iterable[list[StoredEvent]]:
-    """`rows` (through position `until`) in lists of up to `size`."""
-    page: list[StoredEvent] = []
-    for row in rows:
-        if until is not None and row.position > until:
-            break
-        page.append(row)
-        if len(page) >= size:
-            yield page
-            page = []
-    if page:
-        yield page
+def _pages(scanned: Iterator[list[FoldRow]], size: int) -> Iterable[list[FoldRow]]:
+    """The store's pages cut to lists of up to `size` rows."""
+    for page in scanned:
+        for i in range(0, len(page), size):
+            yield page[i : i + size]

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
-from domain.codec import StoredEvent
+from domain.codec import FoldRow, StoredEvent
 from store.chain import Chain
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
@@ -160,6 +160,11 @@ class EventLogStore(Protocol):
 
     def read(self, after: int = 0, until: int | None = None) -> Iterator[StoredEvent]:
         """Rows with after < position <= until, in position order, streamed page by page."""
+        ...
+
+    def scan(self, after: int = 0, until: int | None = None) -> Iterator[list[FoldRow]]:
+        """What a fold reads of the rows with after < position <= until (`FoldRow`: the columns
+        it needs), in position order, a page at a time: the read path of every fold."""
         ...
 
     def query(self, where: EventFilter = EVERYTHING, *, after: int = 0, before: int | None = None,

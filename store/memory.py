@@ -12,11 +12,13 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
-from domain.codec import StoredEvent, timestamp_text
+from domain.codec import FoldRow, StoredEvent, fold_row, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
 from domain.ids import utc_now
 from store.base import EVERYTHING, ChainEpoch, EventFilter, PruneRecord, SnapshotRecord
 from store.chain import GENESIS, Chain, prune_hash
+
+_SCAN_PAGE = 2000
 
 
 def _matches(where: EventFilter, row: StoredEvent) -> bool:
@@ -100,6 +102,11 @@ class MemoryStore:
 
     def read(self, after: int = 0, until: int | None = None) -> Iterator[StoredEvent]:
         return self.query(after=after, before=None if until is None else until + 1)
+
+    def scan(self, after: int = 0, until: int | None = None) -> Iterator[list[FoldRow]]:
+        rows = [fold_row(r) for r in self.read(after, until)]
+        for i in range(0, len(rows), _SCAN_PAGE):
+            yield rows[i : i + _SCAN_PAGE]
 
     def query(self, where: EventFilter = EVERYTHING, *, after: int = 0, before: int | None = None,
               limit: int | None = None, newest_first: bool = False,

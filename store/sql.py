@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from domain.codec import StoredEvent, timestamp_text
+from domain.codec import FoldRow, StoredEvent, timestamp_text
 from domain.errors import StoreError
 from domain.ids import utc_now
 from store.base import (
@@ -29,6 +29,9 @@ from store.chain import GENESIS, KEY_FILE_VARIABLE, Chain, prune_hash
 
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (the read hot path)
 _PAGE = 2000
+#: The columns of a `FoldRow`.
+_FOLD_COLUMNS = ("seq, event_type, source, task_id, agent_id, data, timestamp, schema_version, "
+                 "conforms")
 _CHUNK = 500  # bound variables per IN (...) list
 
 
@@ -229,6 +232,25 @@ class SQLStore:
             if len(rows) < _PAGE:
                 return
             after = rows[-1].position
+
+    def scan(self, after: int = 0, until: int | None = None) -> Iterator[list[FoldRow]]:
+        m = self.dialect.mark
+        if until is not None and until <= after:
+            return
+        while True:
+            # Only the columns a fold reads, as the driver gives them (no row object per row):
+            # a fifth of a rebuild's time went to reading and wrapping the others.
+            page: list[FoldRow] = self._fetch(
+                f"SELECT {_FOLD_COLUMNS} FROM event_log WHERE seq > {m} ORDER BY seq "
+                f"LIMIT {_PAGE}", (after,))
+            full = len(page) == _PAGE
+            if until is not None and page and page[-1][0] > until:
+                page, full = [r for r in page if r[0] <= until], False
+            if page:
+                yield page
+            if not full:
+                return
+            after = page[-1][0]
 
     def query(self, where: EventFilter = EVERYTHING, *, after: int = 0, before: int | None = None,
               limit: int | None = None, newest_first: bool = False,

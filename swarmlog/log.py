@@ -104,6 +104,7 @@ class EventLog:
         else:
             self.store = location
         self.location = self.store.location
+        self.read_only = read_only
         self.projections = list(default_projections() if projections is None else projections)
         self.runner = ProjectionRunner(self.store, self.projections)
         self._started = False
@@ -247,8 +248,8 @@ class EventLog:
         started = self._started
         with _timed(lambda: f"{'caught up' if started else 'started'}: folded {read} events"):
             read = self._fold(progress)
-        if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER:
-            with contextlib.suppress(StoreError):  # read-only: snapshots only speed things up
+        if self.runner.position - self._snapshot_at >= SNAPSHOT_AFTER and not self.read_only:
+            with contextlib.suppress(StoreError):  # (snapshots only speed things up)
                 self._store_snapshot()
             self._snapshot_at = self.runner.position
         return read

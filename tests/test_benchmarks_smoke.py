@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OPERATIONS = ("batch append", "single-event append", "full rebuild", "start-up from snapshot",
-              "get_task_events p50", "get_task_events p99", "get_event_summary(60)",
-              "rebuild memory", "prune half", "postgres: batch append",
+OPERATIONS = ("batch append", "single-event append", "full rebuild", "start-up without snapshots",
+              "start-up from snapshot", "get_task_events p50", "get_task_events p99",
+              "get_event_summary(60)", "rebuild: peak RSS", "start-up without snapshots: peak RSS",
+              "batch append with the chain", "verify", "prune half", "postgres: batch append",
               "postgres: single-event append", "postgres: full rebuild")
 
 pytest.importorskip("eventsourcing", reason="the peer baseline needs the `dev` or `bench` extra")

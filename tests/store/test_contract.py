@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domain.codec import StoredEvent
+from domain.codec import StoredEvent, fold_row
 from domain.errors import ConcurrencyError, CorruptEvent, InvalidEvent, StoreError
 from domain.events import Event, EventType
 from domain.lenient import encode_as_given
@@ -212,6 +212,20 @@ def test_read_gives_the_rows_after_one_position_up_to_another(store: Store) -> N
     assert positions(store.read(until=2)) == [1, 2]
     assert list(store.read(after=10)) == [] and list(store.read(after=5, until=5)) == []
     assert list(store.read(after=6, until=3)) == []
+
+
+def test_a_scan_reads_what_a_fold_needs_of_the_same_rows_in_pages(store: Store) -> None:
+    store.append(rows(*(bid(f"t{n % 7}", "a", n) for n in range(4500))))
+    store.append(rows(ev(_T.AGENT_JOINED, agent="a", name="Ann"), ev(_T.SYSTEM_INFO)))
+    for after, until in ((0, None), (0, 4502), (1999, 4001), (2000, 2000), (4400, 9999),
+                         (4502, None), (10, 3)):
+        pages = list(store.scan(after, until))
+        assert all(0 < len(page) <= 2000 for page in pages)
+        assert [r for page in pages for r in page] == \
+            [fold_row(r) for r in store.read(after, until)]
+    row = next(store.scan(4500, 4501))[0]  # as a fold reads it: the driver's own values
+    assert row[:7] == (4501, "agent.joined", "test", None, "a", '{"name":"Ann"}', row[6])
+    assert row[7] == 1 and row[8]
 
 
 def test_reading_100k_rows_streams_in_bounded_memory(store: Store) -> None:

@@ -4,20 +4,21 @@ catch-up, follow, rebuild, fold_to, pruned history, paging, cold tasks and agent
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.codec import StoredEvent
+from domain.codec import FoldRow, StoredEvent
 from domain.errors import ProjectionError
 from domain.events import Event, EventType
 from domain.task import TaskStatus
 from projections.agents import all_agents, get_agent, online_agents
 from projections.models import ReadModels, ReadModelsProjection, counts
+from projections.pruning import prune
 from projections.runner import ProjectionRunner
 from projections.tasks import all_tasks, get_task, open_tasks, tasks_by_status
 from store import MemoryStore, SQLiteStore, Store
@@ -31,16 +32,16 @@ CUTOFF = "2025-03-09T00:00:00.000000+00:00"
 
 
 class CountingStore:
-    """A real store whose `read` counts the rows it yields (and so how far it ran ahead)."""
+    """A real store whose `scan` counts the rows it yields (and so how far it ran ahead)."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
-        self.yielded = 0
+        self.scanned = 0
 
-    def read(self, after: int = 0, until: int | None = None) -> Iterator[StoredEvent]:
-        for row in self.inner.read(after, until):
-            self.yielded += 1
-            yield row
+    def scan(self, after: int = 0, until: int | None = None) -> Iterator[list[FoldRow]]:
+        for page in self.inner.scan(after, until):
+            self.scanned += len(page)
+            yield page
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -98,7 +99,7 @@ def test_startup_reads_only_the_events_after_the_snapshot(make_store: Callable[[
 
     counting = CountingStore(make_store())
     runner = ProjectionRunner(counting)
-    assert runner.start() == counting.yielded == len(tail)
+    assert runner.start() == counting.scanned == len(tail)
     assert runner.positions() == {NAME: len(STORY)}
     assert models(runner) == full_fold(STORY)
 
@@ -115,7 +116,7 @@ def test_a_snapshot_of_an_older_projection_version_is_ignored(make_store: Callab
 
     counting = CountingStore(store)
     runner = ProjectionRunner(counting, [Changed()])
-    assert runner.start() == counting.yielded == len(STORY)  # refolded from 0
+    assert runner.start() == counting.scanned == len(STORY)  # refolded from 0
     assert models(runner) == full_fold(STORY)
 
 
@@ -166,9 +167,8 @@ def test_rebuild_discards_state_refolds_and_reports_progress(make_store: Callabl
     assert runner.rebuild(lambda done, total: reports.append((done, total))) == len(STORY)
     assert models(runner) is not before
     assert models(runner) == full_fold(STORY)
-    assert reports[-1] == (len(STORY), len(STORY))
-    assert [d for d, _ in reports] == sorted({min(len(STORY), 4 * i) for i in
-                                              range(1, len(STORY) // 4 + 2)})
+    assert reports[-1] == (len(STORY), len(STORY))  # after each of the store's pages
+    assert [d for d, _ in reports] == sorted({d for d, _ in reports})
 
 
 def test_fold_to_stops_exactly_at_a_position_and_never_goes_back(make_store: Callable[[], Store]) -> None:
@@ -240,23 +240,50 @@ def test_a_snapshot_that_cannot_be_loaded_is_reported(make_store: Callable[[], S
 
 def test_folding_streams_page_by_page(make_store: Callable[[], Store]) -> None:
     store = make_store()
-    append(store, [ev(_T.SYSTEM_INFO, message=f"{i}") for i in range(300)])
+    append(store, [ev(_T.SYSTEM_INFO, message=f"{i}") for i in range(4500)])
     counting = CountingStore(store)
     pages: list[int] = []
 
     class Watching(ReadModelsProjection):
-        """Checks that the store is never read more than a row ahead of the fold."""
+        """Checks that the store is never read more than one of its pages ahead of the fold."""
 
-        def fold_rows(self, state: ReadModels, rows: Iterable[StoredEvent]) -> ReadModels:
-            page = list(rows)
-            assert counting.yielded - page[-1].position <= 1
-            pages.append(len(page))
-            return super().fold_rows(state, page)
+        def fold_scan(self, state: ReadModels, rows: Sequence[FoldRow],
+                      full: Callable[[int], StoredEvent]) -> ReadModels:
+            assert counting.scanned - rows[-1][0] < 2000
+            pages.append(len(rows))
+            return super().fold_scan(state, rows, full)
 
-    runner = ProjectionRunner(counting, [Watching()], page_size=16)
-    assert runner.start() == 300
-    assert pages == [16] * 18 + [12]
-    assert models(runner).summary.by_type == {"system.info": 300}
+    runner = ProjectionRunner(counting, [Watching()], page_size=400)
+    assert runner.start() == 4500
+    assert pages == [400] * 11 + [100]  # the store's pages of 2,000, cut to 400
+    assert models(runner).summary.by_type == {"system.info": 4500}
+
+
+def test_rows_pruned_between_their_scan_and_their_whole_read_reload_from_the_prune(
+    make_store: Callable[[], Store]
+) -> None:
+    """A fold scans a page, then reads whole the rows it takes the typed way; another process
+    prunes in between. The fold starts again from the snapshot that prune stored."""
+    store = make_store()
+    store.append([r._replace(conforms=None) for r in rows(*STORY)])  # every row the typed way
+    cut = len(STORY) // 2
+    pruned: list[int] = []
+
+    class PrunedMeanwhile:
+        def read(self, after: int = 0, until: int | None = None) -> Iterator[StoredEvent]:
+            if not pruned:
+                cutoff = STORY[cut].timestamp  # events 1..cut are older
+                pruned.append(prune(store, [ReadModelsProjection()], cutoff).removed)
+            return store.read(after, until)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+    runner = ProjectionRunner(cast(Store, PrunedMeanwhile()))
+    runner.start()
+    assert pruned == [cut] and first_stored(store) == cut + 1
+    assert runner.position == len(STORY)
+    assert models(runner) == full_fold(STORY)
 
 
 def test_projection_names_must_be_unique_and_known(make_store: Callable[[], Store]) -> None:
@@ -274,10 +301,11 @@ def test_a_fold_that_raises_is_reported_and_the_next_call_reloads() -> None:
     class Broken(ReadModelsProjection):
         fail = True
 
-        def fold_rows(self, state: ReadModels, rows: Iterable[StoredEvent]) -> ReadModels:
+        def fold_scan(self, state: ReadModels, rows: Sequence[FoldRow],
+                      full: Callable[[int], StoredEvent]) -> ReadModels:
             if self.fail:
                 raise RuntimeError("boom")
-            return super().fold_rows(state, rows)
+            return super().fold_scan(state, rows, full)
 
     broken = Broken()
     runner = ProjectionRunner(store, [broken])
