@@ -421,9 +421,12 @@ class Run:
             return
         archive = self.cfg.workdir / "archive"
         archive.mkdir(exist_ok=True)
+        reports: list[Any] = []
+        idle = self._appends_while(lambda: time.sleep(2.0))
         try:
             started = now()
-            report = log.prune(before=self.median_ts, archive=archive)
+            during = self._appends_while(
+                lambda: reports.append(log.prune(before=self.median_ts, archive=archive)))
             ours = now() - started
         except Exception as e:  # report the gap rather than lose the run
             self.rows.append(Row(op, "s", None, "raw DELETE", None, 3.0, higher_is_better=False,
@@ -431,13 +434,43 @@ class Run:
             return
         finally:
             log.close()
+        report = reports[0]
         started = now()
         removed = self.raw.delete_through(report.last_position or 0)
         theirs = now() - started
         if removed != report.removed:
             raise RuntimeError(f"prune removed {report.removed}, raw DELETE {removed}")
-        self.rows.append(Row(op, "s", ours, "raw DELETE", theirs, 3.0, higher_is_better=False,
-                             note=f"{report.removed:,} events removed"))
+        p99 = [sorted(x)[int(0.99 * (len(x) - 1))] * 1000 for x in (during, idle)]
+        self.rows += [
+            Row(op, "s", ours, "raw DELETE", theirs, 3.0, higher_is_better=False,
+                note=f"{report.removed:,} events removed; another process appending meanwhile"),
+            Row("append latency p99 during that prune", "ms", p99[0], "budget", 50.0, 1.0,
+                higher_is_better=False,
+                note=f"{len(during):,} single-event appends from another process; "
+                     f"p99 {p99[1]:.1f} ms without a prune"),
+        ]
+        self.extra["append_latency_ms"] = {
+            "during_prune": [x * 1000 for x in during], "idle": [x * 1000 for x in idle]}
+
+    def _appends_while(self, work: Callable[[], None]) -> list[float]:
+        """The latencies of another process's single-event appends (one every 5 ms) to the
+        swarmlog log while `work` runs."""
+        child = subprocess.Popen([sys.executable, "-m", "benchmarks.appender",
+                                  self.paths["swarmlog"]], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+        assert child.stdin is not None and child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            child.kill()
+            raise RuntimeError("the appender did not start")
+        try:
+            work()
+        finally:
+            child.stdin.close()
+            out = child.stdout.read()
+            child.wait()
+        latencies: list[float] = orjson.loads(out.strip().splitlines()[-1])
+        return latencies
 
     # -- the integrity chain ------------------------------------------------------------------
 

@@ -1,11 +1,18 @@
 """Retention that loses no state: snapshot every projection at the cut, archive, then delete.
 
-`prune` runs in one write transaction. It finds the cut P (the end of the longest stored prefix
-older than the cutoff: an out-of-order young event stops it), folds every projection to exactly P,
-stores those snapshots, optionally writes events first..P to a compressed archive segment (fsynced,
-its SHA-256 recorded), records the prune, and deletes the prefix through the store's prune
-primitive. A crash at any point leaves the log as it was before or as it is after: the database
-work is one transaction, and a segment is written under a temporary name and renamed into place.
+`prune` finds the cut P (the end of the longest stored prefix older than the cutoff: an
+out-of-order young event stops it), folds every projection to exactly P and, in the same pass,
+optionally writes events first..P to a compressed archive segment (fsynced, its SHA-256
+recorded). None of that needs the write lock: no writer changes rows older than its appends.
+Then, each in write transactions of bounded length (`STEP_SECONDS`), so that appends never wait
+long: the snapshots at P (their items in steps, then the snapshot that makes them one), the
+prune record (chained; refused if another prune ran meanwhile), and the deletion of the rows,
+oldest first, a step at a time.
+
+A crash leaves the log as it was before, or with the prune recorded and a prefix of its rows
+still stored: they are read as ever (positions stay gapless from the first stored one) and the
+next prune deletes them first (`finish_deleting`). A segment is written under a temporary name
+and renamed into place; a snapshot without its prune is a snapshot like any other.
 
 `restore` is the other half: the state of a projection at the newest position its snapshots and
 the archive can reach. A projection whose version changed after a prune has no snapshot at the cut;
@@ -17,15 +24,17 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from domain.codec import StoredEvent, fold_row, timestamp_text
 from domain.errors import ProjectionError
-from projections.base import PAGE_SIZE, Cold, Projection, fold_page, whole
+from projections.base import Cold, Projection, fold_page, whole
 from store.archive import read_segment, segment_name, to_line, write_segment
 from store.base import PruneRecord, SnapshotRecord, Store, first_stored, prefix_end
 
@@ -42,6 +51,8 @@ class PruneReport:
     archive_path: str | None = None
     archive_sha256: str | None = None
     dry_run: bool = False
+    #: Rows a killed prune had recorded as pruned, deleted first.
+    resumed: int = 0
 
 
 #: The snapshots each projection keeps (see `retire`), besides the one at the latest prune's cut.
@@ -155,10 +166,11 @@ def restore(store: Store, projection: Projection[Any], upto: int | None = None, 
     except ProjectionError:
         # A rebuild without the archive starts where the stored log does: from the snapshot the
         # prune took there (the fold of everything before it), if this version has one.
-        at_cut = _bound_snapshot(store, projection, gap_end)
-        if use_snapshots or at_cut is None or at_cut.position != gap_end:
+        cut = max((p.last_position for p in store.prunes()), default=gap_end)
+        at_cut = _bound_snapshot(store, projection, cut)
+        if use_snapshots or at_cut is None or at_cut.position != cut:
             raise
-        return _load(store, projection, at_cut), gap_end
+        return _load(store, projection, at_cut), cut
     for prune in segments:
         archived = read_segment(prune.archive_path or "", prune.archive_sha256)
         state = projection.fold_rows(state, (r for r in archived
@@ -169,49 +181,97 @@ def restore(store: Store, projection: Projection[Any], upto: int | None = None, 
 def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime,
           archive: str | os.PathLike[str] | None = None, dry_run: bool = False,
           progress: Callable[[int, int], None] | None = None) -> PruneReport:
-    """Delete the longest stored prefix older than `cutoff`, snapshotting every projection first.
-    `progress(done, total)` hears of the fold (and archive) of the prefix, page by page."""
+    """Delete the longest stored prefix older than `cutoff`, snapshotting every projection at
+    its end first (see the module docstring for the steps). `progress(done, total)` hears of
+    the fold (and archive) of the prefix, page by page."""
+    resumed = 0 if dry_run else finish_deleting(store)
     cutoff_text = timestamp_text(cutoff)
-    with store.transaction():
-        first, end = first_stored(store), prefix_end(store, cutoff)
-        if end < first:
-            return PruneReport(0, None, None, cutoff, dry_run=dry_run)
-        if dry_run:
-            path = None if archive is None else str(Path(archive) / segment_name(first, end))
-            return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True)
-        bases = [restore(store, p, upto=end) for p in projections]
-        states = [state for state, _ in bases]
-        start = min((position for _, position in bases), default=end)
+    first, end = first_stored(store), prefix_end(store, cutoff)
+    if end < first:
+        return PruneReport(0, None, None, cutoff, dry_run=dry_run, resumed=resumed)
+    if dry_run:
+        path = None if archive is None else str(Path(archive) / segment_name(first, end))
+        return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True,
+                           resumed=resumed)
+    bases = [restore(store, p, upto=end) for p in projections]
+    states = [state for state, _ in bases]
+    positions = [position for _, position in bases]
+    start = min(positions, default=end)
 
-        positions = [position for _, position in bases]
-
-        def fold_and_pass_on() -> Iterator[bytes]:
-            # One pass over the stored rows: decoded and folded a page at a time (the folds'
-            # fast paths), archived as they are stored (no re-encoding: a sixth of a prune).
-            page: list[StoredEvent] = []
-            for row in store.read(start, end):
-                page.append(row)
-                if len(page) == PAGE_SIZE:
-                    fold_page(projections, states, positions, [fold_row(r) for r in page],
-                              whole(page))
-                    page = []
-                    if progress is not None:
-                        progress(row.position - start, end - start)
-                if row.position >= first:
-                    yield to_line(row)
-            if page:
+    def fold_and_pass_on() -> Iterator[bytes]:
+        # One pass over the rows (which no writer changes: they are older than every append):
+        # folded a page at a time, archived as they are stored (no re-encoding).
+        page: list[StoredEvent] = []
+        for row in store.read(start, end):
+            page.append(row)
+            if len(page) == _FOLD_PAGE:
                 fold_page(projections, states, positions, [fold_row(r) for r in page],
                           whole(page))
+                page = []
+                if progress is not None:
+                    progress(row.position - start, end - start)
+            if row.position >= first:
+                yield to_line(row)
+        if page:
+            fold_page(projections, states, positions, [fold_row(r) for r in page], whole(page))
 
-        path = digest = None
-        if archive is not None:
-            path, digest = write_segment(archive, first, end, fold_and_pass_on())
-        else:
-            for _ in fold_and_pass_on():
-                pass
-        ids = [store.save_snapshot(p.name, p.version, end, *p.split(s))
-               for p, s in zip(projections, states, strict=True)]
-        removed = store.remove_prefix(first, end, cutoff_text, path, digest)
-        if removed != end - first + 1:
-            raise ProjectionError(f"prune expected to remove {end - first + 1} events, found {removed}")
-    return PruneReport(removed, first, end, cutoff, ids, path, digest)
+    path = digest = None
+    if archive is not None:
+        path, digest = write_segment(archive, first, end, fold_and_pass_on())
+    else:
+        for _ in fold_and_pass_on():
+            pass
+    ids = [store_snapshot(store, p, end, s) for p, s in zip(projections, states, strict=True)]
+    store.record_prune(first, end, cutoff_text, path, digest)
+    removed = _in_steps(store.delete_pruned)
+    retire(store, projections)
+    return PruneReport(removed, first, end, cutoff, ids, path, digest, resumed=resumed)
+
+
+def finish_deleting(store: Store) -> int:
+    """Delete the rows a prune recorded but did not get to delete (it was killed); returns how
+    many. Until then they are stored and read as ever, and the prune's snapshots stand."""
+    left = _in_steps(store.delete_pruned)
+    if left:
+        logging.getLogger("swarmlog").warning(
+            "deleted %d events that an interrupted prune had recorded as pruned", left)
+    return left
+
+
+def store_snapshot(store: Store, projection: Projection[Any], position: int, state: Any) -> int:
+    """Store a snapshot of `state` at `position`: the items it keeps out of memory first, in
+    steps of bounded length, then the snapshot (which makes them part of it); returns its id."""
+    text, items = projection.split(state)
+    pending = iter(items)
+
+    def save(limit: int) -> int:
+        chunk = list(islice(pending, limit))
+        if chunk:
+            store.save_snapshot_items(projection.name, projection.version, position, chunk)
+        return len(chunk)
+
+    _in_steps(save)
+    return store.save_snapshot(projection.name, projection.version, position, text)
+
+
+#: How long one write step of a prune or a snapshot should hold the database's write lock,
+#: seconds; it then rests as long, so that appends waiting for the lock get it in between.
+STEP_SECONDS = 0.01
+#: Rows folded at a time by a prune.
+_FOLD_PAGE = 1000
+
+
+def _in_steps(step: Callable[[int], int]) -> int:
+    """Call `step(limit)` (one write transaction doing up to `limit` things; it returns how
+    many it did: 0 when nothing is left) until it does nothing; returns the total. Each limit is
+    sized from the last step's pace to take about `STEP_SECONDS`."""
+    limit, total = 200, 0
+    while True:
+        started = time.perf_counter()
+        done = step(limit)
+        if not done:
+            return total
+        total += done
+        took = time.perf_counter() - started
+        limit = max(50, min(int(limit * STEP_SECONDS / max(took, 1e-4)), 4 * limit, 100_000))
+        time.sleep(min(took, 2 * STEP_SECONDS) / 2)

@@ -22,7 +22,7 @@ from domain.codec import FoldRow, StoredEvent
 from domain.errors import ProjectionError
 from projections.base import PAGE_SIZE, Cold, PageRows, Projection, RowsVanished, fold_page
 from projections.models import ReadModelsProjection
-from projections.pruning import restore
+from projections.pruning import restore, store_snapshot
 from store.base import Store, stored_count
 
 R = TypeVar("R")
@@ -168,16 +168,14 @@ class ProjectionRunner:
             return done
 
     def snapshot(self) -> list[int]:
-        """Store every projection's state at its position (one transaction); returns the ids."""
+        """Store every projection's state at its position (each in short write steps, see
+        `projections.pruning.store_snapshot`); returns the ids."""
         with self._folding:  # no fold moves the states between the dump and the save
             if not self._started:
                 self.start()  # a snapshot of unloaded initial states could shadow real ones
-            with self.lock:
-                dumped = [(p, at, *p.split(state)) for p, state, at in
-                          zip(self.projections, self._states, self._positions, strict=True)]
-            with self.store.transaction():  # outside the lock: queries need not wait for disk
-                ids = [self.store.save_snapshot(p.name, p.version, at, text, items)
-                       for p, at, text, items in dumped]
+            # Without the lock (queries need not wait for disk): no fold runs meanwhile.
+            ids = [store_snapshot(self.store, p, at, state) for p, state, at in
+                   zip(self.projections, self._states, self._positions, strict=True)]
             with self.lock:  # stored: what the snapshots hold as items leaves memory
                 for p, state, at in zip(self.projections, self._states, self._positions,
                                         strict=True):

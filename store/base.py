@@ -258,11 +258,25 @@ class SnapshotStore(Protocol):
         """The items saved with a snapshot at `position`: (key, state, digest)."""
         ...
 
-    def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
-                      archive_sha256: str | None) -> int:
-        """The prune primitive: record the prune and delete the rows first..last (every stored
-        row up to `last`); returns how many were deleted. The only deletion the append-only
-        guards allow; callers snapshot first (see `projections.pruning`)."""
+    def save_snapshot_items(self, projection: str, version: int, position: int,
+                            items: Iterable[tuple[str, str]]) -> None:
+        """Save items of a snapshot at `position` ahead of it, in one transaction: a big
+        snapshot's items go in several, each short (see `projections.pruning.store_snapshot`)."""
+        ...
+
+    def record_prune(self, first: int, last: int, cutoff: str, archive_path: str | None,
+                     archive_sha256: str | None) -> PruneRecord:
+        """Record that the rows first..last (every stored row up to `last`) are pruned: the
+        record, chained to the prune before it, with the chain hash at the cut. The rows go with
+        `delete_pruned`, a bounded step at a time; readers see them until then. Raises
+        StoreError if the stored rows up to `last` are not first..last (another prune ran, or
+        one is not finished)."""
+        ...
+
+    def delete_pruned(self, limit: int) -> int:
+        """Delete up to `limit` of the oldest stored rows that a recorded prune covers, in one
+        transaction; returns how many (0: none is left). The only deletion the append-only
+        guards allow."""
         ...
 
 
@@ -295,14 +309,14 @@ class ViewStore(Protocol):
 
 def first_stored(store: Store) -> int:
     """The position of the oldest row still stored (head + 1 when none is): everything before
-    it was pruned, in the recorded prunes."""
-    prunes = store.prunes()
-    return max((p.last_position for p in prunes), default=0) + 1 if prunes else 1
+    it was pruned, in the recorded prunes (the last of which may still be deleting)."""
+    oldest = next(store.query(limit=1), None)
+    return store.head() + 1 if oldest is None else oldest.position
 
 
 def stored_count(store: Store) -> int:
-    """How many rows are stored: the head minus what was pruned."""
-    return store.head() - sum(p.removed for p in store.prunes())
+    """How many rows are stored: positions are gapless from the oldest stored to the head."""
+    return store.head() - first_stored(store) + 1
 
 
 def prefix_end(store: Store, cutoff: datetime) -> int:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from itertools import islice, takewhile
 
 from domain.codec import FoldRow, StoredEvent, fold_row, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
@@ -183,12 +184,18 @@ class MemoryStore:
             self._snapshots.append(SnapshotRecord(self._last_snapshot_id, projection, version,
                                                   position, state, timestamp_text(utc_now()),
                                                   bound, digest))
+            self.save_snapshot_items(projection, version, position, items)
+            return self._last_snapshot_id
+
+    def save_snapshot_items(self, projection: str, version: int, position: int,
+                            items: Iterable[tuple[str, str]]) -> None:
+        with self.transaction():
+            bound = self.hash_at(position)
             for key, text in items:  # a new dict each time: a rollback restores a shallow copy
                 saved = self._items.get((projection, version, key), {})
                 item = None if bound is None else self.chain.digest(bound, projection, version,
                                                                     key, position, text)
                 self._items[(projection, version, key)] = {**saved, position: (text, item)}
-            return self._last_snapshot_id
 
     def latest_snapshot(self, projection: str, version: int,
                         upto: int | None = None) -> SnapshotRecord | None:
@@ -229,18 +236,30 @@ class MemoryStore:
     def prunes(self) -> list[PruneRecord]:
         return list(self._prunes)
 
-    def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
-                      archive_sha256: str | None) -> int:
+    def record_prune(self, first: int, last: int, cutoff: str, archive_path: str | None,
+                     archive_sha256: str | None) -> PruneRecord:
         with self.transaction():
-            cut_hash = self.hash_at(last)
+            kept = [p for p in self._rows if p <= last]
+            lowest, highest = min(kept, default=None), max(kept, default=None)
+            if (lowest, highest) != (first, last):
+                raise StoreError(
+                    f"cannot record a prune of {first}..{last} in {self.location}: the rows "
+                    f"stored up to {last} are {lowest}..{highest}; another prune ran "
+                    "meanwhile, or one is not finished")
             previous = (self._prunes[-1].record_hash if self._prunes else None) or GENESIS
-            doomed = [p for p in self._rows if p <= last]
+            record = PruneRecord(len(self._prunes) + 1, first, last, len(kept), cutoff,
+                                 timestamp_text(utc_now()), archive_path, archive_sha256,
+                                 self.hash_at(last))
+            record = record._replace(record_hash=prune_hash(self.chain, previous, record))
+            self._prunes = [*self._prunes, record]
+            return record
+
+    def delete_pruned(self, limit: int) -> int:
+        with self.transaction():
+            through = max((p.last_position for p in self._prunes), default=0)
+            doomed = list(islice(takewhile(lambda p: p <= through, self._rows), limit))
             for p in doomed:
                 del self._by_id[self._rows.pop(p).id]
-            record = PruneRecord(len(self._prunes) + 1, first, last, len(doomed), cutoff,
-                                 timestamp_text(utc_now()), archive_path, archive_sha256, cut_hash)
-            self._prunes.append(record._replace(
-                record_hash=prune_hash(self.chain, previous, record)))
             return len(doomed)
 
     def close(self) -> None:

@@ -381,13 +381,21 @@ class SQLStore:
         m = self.dialect.mark
         with self.transaction():
             bound = self.hash_at(position)
-            chain = self.chain
-            digest = None if bound is None else chain.digest(bound, projection, version, position,
-                                                             state)
+            digest = None if bound is None else self.chain.digest(bound, projection, version,
+                                                                  position, state)
             snapshot_id = self._insert_returning_id(
                 "INSERT INTO swarmlog_snapshots (projection, version, position, state, created_at, "
                 f"chain_hash, digest) VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})",
                 (projection, version, position, state, timestamp_text(utc_now()), bound, digest))
+            self.save_snapshot_items(projection, version, position, items)
+            return snapshot_id
+
+    def save_snapshot_items(self, projection: str, version: int, position: int,
+                            items: Iterable[tuple[str, str]]) -> None:
+        m = self.dialect.mark
+        with self.transaction():
+            bound = self.hash_at(position)
+            chain = self.chain
             self._executemany(
                 "INSERT INTO swarmlog_snapshot_items (projection, version, key, position, state, "
                 f"digest) VALUES ({m}, {m}, {m}, {m}, {m}, {m}) ON CONFLICT (projection, version, "
@@ -396,7 +404,6 @@ class SQLStore:
                   None if bound is None else chain.digest(bound, projection, version, key,
                                                           position, text))
                  for key, text in items))
-            return snapshot_id
 
     def latest_snapshot(self, projection: str, version: int,
                         upto: int | None = None) -> SnapshotRecord | None:
@@ -458,23 +465,43 @@ class SQLStore:
         return [PruneRecord(*r[:8], *(None if h is None else bytes(h) for h in r[8:]))
                 for r in rows]
 
-    def remove_prefix(self, first: int, last: int, cutoff: str, archive_path: str | None,
-                      archive_sha256: str | None) -> int:
+    def record_prune(self, first: int, last: int, cutoff: str, archive_path: str | None,
+                     archive_sha256: str | None) -> PruneRecord:
         m = self.dialect.mark
         with self.transaction():
+            # (Positions are gapless from the oldest stored row: its end and its start tell.)
+            lowest, highest = self._fetch(
+                "SELECT (SELECT min(seq) FROM event_log), "
+                f"(SELECT max(seq) FROM event_log WHERE seq <= {m})", (last,))[0]
+            if (lowest, highest) != (first, last):
+                raise StoreError(
+                    f"cannot record a prune of {first}..{last} in {self.location}: the rows "
+                    f"stored up to {last} are {lowest}..{highest}; another prune ran "
+                    "meanwhile, or one is not finished")
+            count = last - first + 1
             cut_hash = self.hash_at(last)
             earlier = self._fetch("SELECT record_hash FROM swarmlog_prunes ORDER BY id DESC LIMIT 1")
             previous = bytes(earlier[0][0]) if earlier and earlier[0][0] is not None else GENESIS
-            self._open_prune_gate(True)
-            removed = self._execute(f"DELETE FROM event_log WHERE seq <= {m}", (last,))
-            self._open_prune_gate(False)
             pruned_at = timestamp_text(utc_now())
-            record = PruneRecord(0, first, last, removed, cutoff, pruned_at, archive_path,
+            record = PruneRecord(0, first, last, count, cutoff, pruned_at, archive_path,
                                  archive_sha256, cut_hash)
-            self._execute(
+            record = record._replace(record_hash=prune_hash(self.chain, previous, record))
+            record_id = self._insert_returning_id(
                 "INSERT INTO swarmlog_prunes (first_position, last_position, count, cutoff, "
                 "pruned_at, archive_path, archive_sha256, cut_hash, record_hash) VALUES "
-                f"({m}, {m}, {m}, {m}, {m}, {m}, {m}, {m}, {m})",
-                (first, last, removed, cutoff, pruned_at, archive_path, archive_sha256, cut_hash,
-                 prune_hash(self.chain, previous, record)))
+                f"({m}, {m}, {m}, {m}, {m}, {m}, {m}, {m}, {m})", record[1:])
+            return record._replace(id=record_id)
+
+    def delete_pruned(self, limit: int) -> int:
+        m = self.dialect.mark
+        with self.transaction():
+            lowest, through = self._fetch(
+                "SELECT (SELECT min(seq) FROM event_log), "
+                "(SELECT max(last_position) FROM swarmlog_prunes)")[0]
+            if lowest is None or through is None or lowest > through:
+                return 0
+            self._open_prune_gate(True)
+            removed = self._execute(f"DELETE FROM event_log WHERE seq <= {m}",
+                                    (min(through, lowest + limit - 1),))
+            self._open_prune_gate(False)
             return removed

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from domain.codec import StoredEvent, build_event, encode
 from domain.events import Event, EventType
+from store.base import Store
 from store.chain import GENESIS, Chain
 
 _T = EventType
@@ -298,3 +299,14 @@ def fixed_story(tasks: int = 8) -> list[Event]:
         else:
             out.append(event(_T.TASK_COMPLETED, t, AGENT_IDS[0], result="ok"))
     return out
+
+
+def remove_prefix(store: Store, first: int, last: int, cutoff: str,
+                  archive_path: str | None = None, archive_sha256: str | None = None) -> int:
+    """The store's half of a prune, whole: record it, then delete its rows (in steps of 1,000);
+    returns how many were deleted."""
+    store.record_prune(first, last, cutoff, archive_path, archive_sha256)
+    removed = 0
+    while step := store.delete_pruned(1000):
+        removed += step
+    return removed

@@ -11,7 +11,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
@@ -22,7 +22,7 @@ from domain.errors import InvalidEvent, ProjectionError
 from domain.events import Event, EventType
 from projections.models import ReadModels, ReadModelsProjection
 from projections.runner import ProjectionRunner
-from store import MemoryStore, stored_count
+from store import MemoryStore, SQLiteStore, Store, stored_count
 from store.archive import read_segment
 from swarmlog.log import EventLog
 from tests.strategies import rows
@@ -59,9 +59,12 @@ def full_fold(history: list[Event]) -> ReadModels:
 
 
 def archived_then_stored(log: EventLog) -> list[Event]:
-    events = [r.event for p in log.store.prunes() if p.archive_path
-              for r in read_segment(p.archive_path, p.archive_sha256)]
-    return events + [r.event for r in log.read()]
+    """Every event: the archived ones, then the stored ones after them (a prune that was stopped
+    while deleting leaves some rows both archived and stored)."""
+    rows = [r for p in log.store.prunes() if p.archive_path
+            for r in read_segment(p.archive_path, p.archive_sha256)]
+    archived = rows[-1].position if rows else 0
+    return [r.event for r in rows] + [r.event for r in log.read(after=archived)]
 
 
 @settings(max_examples=40)
@@ -192,6 +195,69 @@ def test_a_rebuild_after_a_prune_refolds_the_archive_or_starts_at_the_cut(tmp_pa
         assert log.models == expected
 
 
+def test_snapshots_do_not_pile_up_over_many_prunes(tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", list(range(30)))
+    history = [r.event for r in log.read()]
+    for day in range(1, 30):
+        log.prune(before=T0 + timedelta(days=day), archive=tmp_path / "archive")
+        assert len(log.store.snapshots(with_state=False)) <= 4  # the newest 3, and the cut's
+    assert log.models == full_fold(history)
+    assert archived_then_stored(log) == history and log.verify().ok
+
+
+class StopsDeleting:
+    """A store whose prune is killed after its first step of deleting rows."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.deleted = store, 0
+
+    def delete_pruned(self, limit: int) -> int:
+        if self.deleted:
+            raise KeyboardInterrupt("killed")
+        self.deleted = self.store.delete_pruned(min(limit, 3))
+        return self.deleted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.mark.parametrize("with_archive", [True, False])
+def test_a_prune_stopped_while_deleting_leaves_a_log_that_reads_folds_verifies_and_finishes(
+    tmp_path: Path, with_archive: bool
+) -> None:
+    path, archive = tmp_path / "log.db", (tmp_path / "archive" if with_archive else None)
+    log = _log_with_days(path, [0, 0, 1, 1, 2, 2, 3, 9])
+    history = [r.event for r in log.read()]
+    expected = full_fold(history)
+    behind = ProjectionRunner(SQLiteStore(path))  # a reader that folded the start, then slept
+    behind.fold_to(2)
+    log.close()
+
+    stopping = EventLog(cast(Store, StopsDeleting(SQLiteStore(path))))
+    with pytest.raises(KeyboardInterrupt):
+        stopping.prune(before=T0 + timedelta(days=5), archive=archive)
+    stopping.close()
+
+    log = EventLog(path)
+    (prune,) = log.store.prunes()
+    assert (prune.first_position, prune.last_position) == (1, 7)
+    assert [r.position for r in log.read()] == [4, 5, 6, 7, 8]  # 1..3 deleted, 4..7 not yet
+    assert log.models == expected
+    assert not with_archive or archived_then_stored(log) == history
+    report = log.verify()
+    assert report.ok, report.problems
+    assert any("prune 1 was interrupted: events 4..7" in n for n in report.notes)
+    # From the archive (and the stored rows after what it folded), or from the cut.
+    assert log.rebuild() == (5 if with_archive else 1) and log.models == expected
+    assert behind.catch_up() >= 1 and behind.state("read_models") == expected
+
+    finished = log.prune(before=T0 + timedelta(days=5), archive=archive)
+    assert (finished.resumed, finished.removed) == (4, 0)
+    assert [r.position for r in log.read()] == [8] and log.models == expected
+    assert log.verify().ok
+    assert not with_archive or archived_then_stored(log) == history
+
+
 PRUNER = """
 import sys
 from datetime import datetime
@@ -226,14 +292,19 @@ def test_a_prune_killed_at_any_moment_leaves_the_log_before_or_after(tmp_path: P
         child.wait()
         assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
         reopened = EventLog(path)
-        prunes = reopened.store.prunes()
-        outcomes.add(len(prunes))
+        prunes, stored = reopened.store.prunes(), stored_count(reopened.store)
+        # Before (nothing recorded, every row stored), deleting (recorded, a suffix of the
+        # pruned rows still stored), or after.
+        outcomes.add("before" if not prunes else "after" if stored == 15_000 else "deleting")
         if prunes:
-            assert stored_count(reopened.store) == 15_000 and prunes[0].last_position == 15_000
+            assert prunes[0].last_position == 15_000 and 15_000 <= stored <= 30_000
         else:
-            assert stored_count(reopened.store) == 30_000 and reopened.store.snapshots() == []
+            assert stored == 30_000
         assert reopened.models == expected
         assert archived_then_stored(reopened) == history
         assert reopened.verify().ok, reopened.verify().problems
+        assert reopened.prune(before=datetime.fromisoformat(cutoff)).removed in (0, 15_000)
+        assert stored_count(reopened.store) == 15_000 and reopened.models == expected
+        assert reopened.verify().ok, reopened.verify().problems
         reopened.close()
-    assert outcomes <= {0, 1}
+    assert "before" in outcomes and "after" in outcomes

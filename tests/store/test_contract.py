@@ -41,7 +41,7 @@ from store import (
     stored_count,
 )
 from tests.conftest import StoreFactory
-from tests.strategies import EPOCH, ev, rows, stored
+from tests.strategies import EPOCH, ev, remove_prefix, rows, stored
 
 _T = EventType
 
@@ -575,13 +575,13 @@ def test_an_event_stored_as_the_adr017_module_took_it_reads_back_exactly(store: 
 # -- pruning ---------------------------------------------------------------------------------------
 
 
-def test_remove_prefix_keeps_positions_and_stream_versions_going(store: Store) -> None:
+def test_a_prune_keeps_positions_and_stream_versions_going(store: Store) -> None:
     store.append(rows(*(bid("t1", "a", n, minute=n * 60 * 24) for n in range(4))))
     end = prefix_end(store, at(2 * 60 * 24))
     assert end == 2 and first_stored(store) == 1
     doomed = list(store.read(until=2))
-    assert store.remove_prefix(1, end, "2025-03-03T00:00:00.000000+00:00", "/a/seg.jsonl.gz",
-                               "ab" * 32) == 2
+    assert remove_prefix(store, 1, end, "2025-03-03T00:00:00.000000+00:00", "/a/seg.jsonl.gz",
+                         "ab" * 32) == 2
     assert positions(store.read()) == [3, 4] and store.get(doomed[0].id) is None
     assert store.head() == 4 and stored_count(store) == 2 and first_stored(store) == 3
     assert store.append(rows(bid("t1", "a", 9))) == [5]
@@ -591,7 +591,7 @@ def test_remove_prefix_keeps_positions_and_stream_versions_going(store: Store) -
     assert (prune.first_position, prune.last_position, prune.removed, prune.cutoff,
             prune.archive_path, prune.archive_sha256) == (
         1, 2, 2, "2025-03-03T00:00:00.000000+00:00", "/a/seg.jsonl.gz", "ab" * 32)
-    assert store.remove_prefix(3, 5, "2025-04-01T00:00:00.000000+00:00", None, None) == 3
+    assert remove_prefix(store, 3, 5, "2025-04-01T00:00:00.000000+00:00", None, None) == 3
     assert list(store.read()) == [] and store.head() == 5
     assert stored_count(store) == 0 and first_stored(store) == 6 and prefix_end(store, at(0)) == 5
     assert [(p.first_position, p.last_position, p.removed) for p in store.prunes()] == [
@@ -599,6 +599,36 @@ def test_remove_prefix_keeps_positions_and_stream_versions_going(store: Store) -
     assert store.prunes()[0].id < store.prunes()[1].id
     assert store.append(rows(bid("t1", "a", 10))) == [6] and store.count_by_type() == {
         "bid.submitted": 1}
+
+
+def test_a_recorded_prune_deletes_its_rows_oldest_first_a_bounded_step_at_a_time(
+    store: Store
+) -> None:
+    store.append(rows(*(bid("t1", "a", n) for n in range(10))))
+    record = store.record_prune(1, 7, "2025-03-02T00:00:00.000000+00:00", None, None)
+    assert (record.first_position, record.last_position, record.removed) == (1, 7, 7)
+    assert store.prunes() == [record] and record.cut_hash == store.hash_at(7)
+    assert positions(store.read()) == list(range(1, 11))  # recorded, not yet deleted
+    assert store.delete_pruned(3) == 3
+    assert positions(store.read()) == list(range(4, 11)) and first_stored(store) == 4
+    assert store.hash_at(7) == record.cut_hash  # (the rows before the cut go first)
+    assert store.delete_pruned(3) == 3 and store.delete_pruned(3) == 1
+    assert store.delete_pruned(3) == 0 and positions(store.read()) == [8, 9, 10]
+    assert store.hash_at(7) == record.cut_hash
+
+
+def test_a_prune_is_recorded_only_over_exactly_the_oldest_stored_rows(store: Store) -> None:
+    store.append(rows(*(bid("t1", "a", n) for n in range(10))))
+    for first, last in ((2, 5), (1, 11), (0, 3)):
+        with pytest.raises(StoreError, match=f"cannot record a prune of {first}..{last}"):
+            store.record_prune(first, last, "2025-03-02T00:00:00.000000+00:00", None, None)
+    store.record_prune(1, 5, "2025-03-02T00:00:00.000000+00:00", None, None)
+    store.delete_pruned(2)  # a prune killed while deleting: rows 3..5 are left
+    with pytest.raises(StoreError, match="another prune ran meanwhile, or one is not finished"):
+        store.record_prune(6, 8, "2025-03-02T00:00:00.000000+00:00", None, None)
+    assert len(store.prunes()) == 1 and store.delete_pruned(100) == 3
+    assert store.record_prune(6, 8, "2025-03-02T00:00:00.000000+00:00", None, None).removed == 3
+    assert store.delete_pruned(100) == 3 and positions(store.read()) == [9, 10]
 
 
 def test_prefix_end_stops_before_the_first_young_row(store: Store) -> None:
@@ -693,7 +723,7 @@ def test_a_failed_transaction_leaves_the_log_and_the_snapshots_as_they_were(stor
         store.append(rows(bid("t", "a", 4), ev(_T.AGENT_JOINED, agent="a")))
         store.save_snapshot("tasks", 1, 5, "{}", [("t", '"lost"')])
         store.delete_snapshots([kept])
-        store.remove_prefix(1, 2, "2025-03-02T00:00:00.000000+00:00", None, None)
+        remove_prefix(store, 1, 2, "2025-03-02T00:00:00.000000+00:00", None, None)
         raise RuntimeError("crash inside the transaction")
     assert list(store.read()) == before and store.head() == 3 and store.prunes() == []
     assert [s.id for s in store.snapshots()] == [kept]
@@ -832,7 +862,7 @@ def test_update_and_delete_from_a_plain_sql_client_are_refused(store: Store,
 
 def test_the_prune_gate_is_closed_again_after_a_prune(store: Store, raw_sql: RawSQL) -> None:
     store.append(rows(*(bid("t", "a", n) for n in range(3))))
-    store.remove_prefix(1, 1, "2025-03-01T00:00:00.000000+00:00", None, None)
+    remove_prefix(store, 1, 1, "2025-03-01T00:00:00.000000+00:00", None, None)
     refused, why = raw_sql.refused_delete
     with pytest.raises(refused, match=why):
         raw_sql.execute("DELETE FROM event_log")

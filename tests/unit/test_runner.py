@@ -23,7 +23,7 @@ from projections.runner import ProjectionRunner
 from projections.tasks import all_tasks, get_task, open_tasks, tasks_by_status
 from store import MemoryStore, SQLiteStore, Store
 from store.base import first_stored
-from tests.strategies import ev, fixed_story, rows, stored, swarm_stories
+from tests.strategies import ev, fixed_story, remove_prefix, rows, stored, swarm_stories
 
 _T = EventType
 STORY = fixed_story(8)
@@ -189,7 +189,7 @@ def test_fold_to_stops_exactly_at_a_position_and_never_goes_back(make_store: Cal
 def test_startup_refuses_to_guess_when_pruned_events_are_missing(make_store: Callable[[], Store]) -> None:
     store = make_store()
     append(store, STORY)
-    store.remove_prefix(1, 10, CUTOFF, None, None)  # pruned without a snapshot or an archive
+    remove_prefix(store, 1, 10, CUTOFF, None, None)  # pruned without a snapshot or an archive
     with pytest.raises(ProjectionError, match=r"were pruned and their archive is missing"):
         ProjectionRunner(store).start()
     with pytest.raises(ProjectionError, match="were pruned"):
@@ -201,7 +201,7 @@ def prune_through(store: Store, position: int) -> None:
     pruner = ProjectionRunner(store)
     pruner.fold_to(position)
     pruner.snapshot()
-    store.remove_prefix(first_stored(store), position, CUTOFF, None, None)
+    remove_prefix(store, first_stored(store), position, CUTOFF, None, None)
 
 
 def test_startup_after_a_prune_uses_the_snapshots_taken_before_it(make_store: Callable[[], Store]) -> None:
