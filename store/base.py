@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
-from domain.codec import FoldRow, StoredEvent
+from domain.codec import FoldRow, StoredEvent, timestamp_text
 from store.chain import Chain
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
@@ -92,6 +92,17 @@ class EventFilter:
     since: datetime | None = None
     until: datetime | None = None
     data: tuple[DataCondition, ...] = ()
+
+    def matches(self, row: StoredEvent) -> bool:
+        """Whether a row is wanted (the plain definition the stores' queries follow)."""
+        lo = None if self.since is None else timestamp_text(self.since)
+        hi = None if self.until is None else timestamp_text(self.until)
+        return ((self.types is None or row.event_type in self.types)
+                and (self.task_id is None or row.task_id == self.task_id)
+                and (self.agent_id is None or row.agent_id == self.agent_id)
+                and (self.source is None or row.source == self.source)
+                and (lo is None or row.timestamp >= lo) and (hi is None or row.timestamp < hi)
+                and all(condition.holds(row) for condition in self.data))
 
 
 EVERYTHING = EventFilter()

@@ -22,17 +22,6 @@ from store.chain import GENESIS, Chain, prune_hash
 _SCAN_PAGE = 2000
 
 
-def _matches(where: EventFilter, row: StoredEvent) -> bool:
-    lo = None if where.since is None else timestamp_text(where.since)
-    hi = None if where.until is None else timestamp_text(where.until)
-    return ((where.types is None or row.event_type in where.types)
-            and (where.task_id is None or row.task_id == where.task_id)
-            and (where.agent_id is None or row.agent_id == where.agent_id)
-            and (where.source is None or row.source == where.source)
-            and (lo is None or row.timestamp >= lo) and (hi is None or row.timestamp < hi)
-            and all(condition.holds(row) for condition in where.data))
-
-
 class MemoryStore:
     """A `Store` held in this process's memory."""
 
@@ -114,7 +103,7 @@ class MemoryStore:
               offset: int = 0) -> Iterator[StoredEvent]:
         with self._lock:
             found = [row for p, row in self._rows.items()
-                     if after < p and (before is None or p < before) and _matches(where, row)]
+                     if after < p and (before is None or p < before) and where.matches(row)]
         if newest_first:
             found.reverse()
         return iter(found[offset:][:limit])

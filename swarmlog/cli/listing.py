@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any, TypeVar
 
 import click
+import orjson
 from click.shell_completion import CompletionItem
 
 from domain.codec import StoredEvent
@@ -18,6 +19,7 @@ from store import DataCondition, EventFilter
 from store.archive import to_line
 from swarmlog import formats, render
 from swarmlog.cli.app import make_console, moment
+from swarmlog.follow import Gap
 from swarmlog.timeparse import MOMENT_HELP
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -159,6 +161,14 @@ class EventStream:
 
     def __init__(self, fmt: str) -> None:
         self.fmt, self.out, self._header = fmt, stdout(), True
+
+    def gap(self, gap: Gap) -> None:
+        """Say that events were missed: pruned before they were read, with no archive."""
+        if self.fmt in ("json", "nl"):
+            line = {"gap": {"first": gap.first, "last": gap.last}}
+            formats.write_json_lines([orjson.dumps(line) + b"\n"], self.out)
+        click.echo(f"swarmlog: events {gap.first}..{gap.last} were pruned before they could be "
+                   "shown, and no archive holds them", err=True)
 
     def write(self, rows: Iterable[StoredEvent]) -> None:
         if self.fmt in ("json", "nl"):

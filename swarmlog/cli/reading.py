@@ -30,6 +30,8 @@ from swarmlog.cli.listing import (
     filter_options,
     output_options,
 )
+from swarmlog.follow import Gap
+from swarmlog.follow import follow as follow_log
 
 # -- reading the log ------------------------------------------------------------------------------
 
@@ -67,7 +69,9 @@ def tail(follow: bool, lines: int, fmt: str, **filters: Any) -> None:
     """Print the newest events; with -f, follow new ones until Ctrl-C.
 
     One line per event (one JSON object per line with --json or --nl; CSV rows after one header
-    with --csv), as other processes append them. The filters of `events` apply.
+    with --csv), as other processes append them. The filters of `events` apply. Events a prune
+    removes before they are shown are read from its archive; without one, a line on stderr (a
+    {"gap": {"first": N, "last": M}} line with --json or --nl) says which were missed.
 
     \b
     Example:
@@ -83,11 +87,11 @@ def tail(follow: bool, lines: int, fmt: str, **filters: Any) -> None:
     if not follow:
         return
     try:
-        while True:
-            if store.wait_for_append(after, timeout=1.0):
-                head = store.head()
-                out.write(store.query(where, after=after, before=head + 1))
-                after = head
+        for item in follow_log(store, where, after):
+            if isinstance(item, Gap):
+                out.gap(item)
+            else:
+                out.write((item,))
     except KeyboardInterrupt:
         return
 

@@ -204,9 +204,12 @@ class Viewer:
         """Fold what was appended since, and publish it to the live streams."""
         rows: list[StoredEvent] = []
         with self._catching:
+            before = self.position
             self.log.runner.catch_up(on_event=rows.append)
-            if rows or self._summary_due:
-                self._publish(rows)
+            if rows or self._summary_due or self.position != before:
+                # (Events a prune deleted before they were folded are not seen one by one: the
+                # read models restart from its snapshot; the streams hear they were skipped.)
+                self._publish(rows, self.position - before)
 
     def rate(self) -> float:
         """The log's recent rate, events a minute (see `queries.rate_per_minute`)."""
@@ -220,7 +223,7 @@ class Viewer:
         with self.log.runner.lock:
             yield self.log.runner.state("read_models")
 
-    def _publish(self, rows: list[StoredEvent]) -> None:
+    def _publish(self, rows: list[StoredEvent], folded: int) -> None:
         summary = None
         if self._live_summary is not None and self.hub.listeners:
             if time.monotonic() - self._summary_at >= SUMMARY_EVERY:
@@ -231,7 +234,7 @@ class Viewer:
             else:
                 self._summary_due = True  # sent by the follower's next round
         kept = rows[-MAX_BATCH:]
-        self.hub.publish(Batch(kept, len(rows) - len(kept), self.position, summary))
+        self.hub.publish(Batch(kept, max(folded, len(rows)) - len(kept), self.position, summary))
 
     def _follow(self) -> None:
         while not self.stopping.is_set():
