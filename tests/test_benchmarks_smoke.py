@@ -50,3 +50,19 @@ def test_a_quick_run_prints_the_table_and_writes_the_same_figures_as_json(tmp_pa
                                                  "count_by_type(since=1h) [get_event_summary]"}
     for plan in doc["plans"]:  # a read left unconsumed runs no SQL, and its plan would be empty
         assert plan["statements"], plan["call"]
+
+
+def test_the_scaling_run_measures_every_row_at_every_size(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scaling", "2000", "4000", "--json", str(out),
+         "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert [r["events"] for r in results] == [2000, 4000]
+    from benchmarks.scaling import ROWS
+
+    for label, key, _, _ in ROWS:
+        assert all(r[key] > 0 for r in results), key
+        assert label in done.stdout
