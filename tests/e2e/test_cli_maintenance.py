@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,21 +15,6 @@ import pytest
 from store import stored_count
 from swarmlog.log import EventLog
 from tests.e2e.test_cli import ROOT, as_json, ok, refused, run
-
-
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("maintenance") / "swarm.db"
-    ok("demo", "--agents", "6", "--tasks", "60", "--days", "3", "--seed", "21", db=path)
-    return path
-
-
-@pytest.fixture
-def db(demo_db: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "swarm.db"
-    shutil.copy(demo_db, copy)
-    return copy
-
 
 # -- --json everywhere ----------------------------------------------------------------------------
 

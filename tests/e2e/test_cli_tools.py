@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from projections.agents import all_agents
@@ -20,20 +18,6 @@ from swarmlog import render
 from swarmlog.log import EventLog
 from swarmlog.metrics import exposition
 from tests.e2e.test_cli import as_json, ok, refused, run
-
-
-@pytest.fixture(scope="module")
-def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tools") / "swarm.db"
-    ok("demo", "--agents", "6", "--tasks", "50", "--days", "3", "--seed", "8", db=path)
-    return path
-
-
-@pytest.fixture
-def db(demo_db: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "swarm.db"
-    shutil.copy(demo_db, copy)
-    return copy
 
 
 def view(path: Path, name: str, key: str) -> dict[str, dict[str, Any]]:
