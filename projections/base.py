@@ -185,7 +185,7 @@ class Cold(NamedTuple):
 
 
 #: Entries a `Tiered` map holds in memory before a fold moves its closed ones to a `Spill`.
-SPILL_AT = 5_000
+SPILL_AT = 2_000
 #: Rows a `Spill` reads at a time when a snapshot takes its entries.
 _SPILL_PAGE = 1_000
 #: The bits of a `Spill`'s filter of the keys it holds, less one (1 MiB: one key in ~300 not
@@ -206,7 +206,7 @@ class Spill:
         # first time (every new task) is mostly not looked up at all.
         self._seen = bytearray((_BITS + 1) >> 3)
         self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        for pragma in ("cache_size = -8192",  # 8 MiB of pages; the rest on disk
+        for pragma in ("cache_size = -2048",  # 2 MiB of pages; the rest on disk
                        "journal_mode = OFF", "synchronous = OFF"):  # scratch: nothing to recover
             self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("CREATE TABLE spilled (key TEXT PRIMARY KEY, state TEXT NOT NULL)"
