@@ -11,7 +11,7 @@ import json
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
@@ -23,6 +23,11 @@ from domain.events import EVENT_CLASSES, AnyEvent, Event, EventType
 
 #: The largest payload (`data` as stored JSON) one event may carry, in bytes.
 MAX_DATA_BYTES = 64 * 1024
+#: The earliest time an event may be stamped with: the Unix epoch.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+#: How far after the moment of its append an event may be stamped: clocks differ by that much.
+#: Later is a wrong clock or a typo, which would count as "recent" and stop every prune.
+CLOCK_SKEW = timedelta(minutes=5)
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 # The hot paths call these directly (see `encode` and `decode`).
@@ -299,6 +304,18 @@ def _plain_numbers(text: str) -> bool:
 
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+
+
+def check_timestamp(moment: datetime, now: datetime) -> None:
+    """Refuse a timestamp outside the accepted range: from `EARLIEST` to `CLOCK_SKEW` after
+    `now`, the moment of the append (InvalidEvent naming it)."""
+    if moment < EARLIEST:
+        raise InvalidEvent("timestamp", f"{moment.isoformat()} is before {EARLIEST.isoformat()}, "
+                                        "the earliest time an event may have")
+    if moment > now + CLOCK_SKEW:
+        raise InvalidEvent("timestamp", f"{moment.isoformat()} is in the future: an event may be "
+                                        f"stamped at most {CLOCK_SKEW.seconds // 60} minutes "
+                                        f"after it is appended ({now.isoformat()})")
 
 
 def timestamp_text(moment: datetime) -> str:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import IO, NamedTuple
 
-from domain.codec import StoredEvent, decode, encode
+from domain.codec import StoredEvent, check_timestamp, decode, encode
 from domain.errors import CorruptEvent, InvalidEvent
+from domain.ids import utc_now
 from store import EVERYTHING, EventFilter, Store, first_stored
 from store.archive import from_line, read_lines, to_line
 
@@ -63,11 +65,14 @@ class ImportReport(NamedTuple):
     repeated: int  # lines repeating an earlier line of the file
 
 
-def _checked(line: bytes, where: str) -> StoredEvent:
-    """The row to append for one line: its event validated as the API would, then encoded."""
+def _checked(line: bytes, where: str, now: datetime) -> StoredEvent:
+    """The row to append for one line: its event validated as the API would (its timestamp in
+    the range accepted at `now`), then encoded."""
     row = from_line(line, where)
     try:
-        return encode(decode(row))
+        event = decode(row)
+        check_timestamp(event.timestamp, now)
+        return encode(event)
     except CorruptEvent as e:
         raise InvalidEvent(where, e.reason) from None
     except InvalidEvent as e:
@@ -95,8 +100,9 @@ class JsonLines:
 
     def rows(self) -> Iterator[tuple[int, StoredEvent]]:
         """(line number, row to append) of every line; InvalidEvent names a bad line."""
+        now = utc_now()
         for number, line in self._lines():
-            yield number, _checked(line, f"{self.name} line {number}")
+            yield number, _checked(line, f"{self.name} line {number}", now)
 
     def check(self, progress: Progress | None = None) -> tuple[int, int]:
         """Check every line (and that no id is reused with other content); returns how many

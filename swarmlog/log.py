@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.codec import StoredEvent, build_event, encode
+from domain.codec import StoredEvent, build_event, check_timestamp, encode
 from domain.errors import InvalidEvent, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
@@ -87,6 +87,17 @@ def default_location() -> str:
     return url if is_url(url) else DEFAULT_DB
 
 
+def _moment(row: StoredEvent) -> datetime:
+    """The time a row to append is stamped with (its text as `encode` wrote it)."""
+    try:
+        moment = datetime.fromisoformat(row.timestamp)
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidEvent("timestamp", f"{row.timestamp!r} is not a time with a timezone")
+    return moment
+
+
 class EventLog:
     """An open swarmlog: append typed events, query them, read the projections.
 
@@ -125,7 +136,11 @@ class EventLog:
     def record(self, rows: Sequence[StoredEvent],
                expected: Mapping[str, int] | None = None) -> list[StoredEvent]:
         """Append encoded rows atomically and return them as stored (positioned), in order; the
-        subscribers hear of the new ones once they are committed."""
+        subscribers hear of the new ones once they are committed. A row stamped outside the
+        accepted range (`domain.codec.check_timestamp`) is refused, and nothing is appended."""
+        now = utc_now()
+        for r in rows:
+            check_timestamp(_moment(r), now)
         listening = bool(self._subscribers) and bool(rows)
         before = self.store.head() if listening else 0
         positions = self.store.append(rows, expected)
