@@ -1,9 +1,10 @@
-"""Timestamps: the accepted range at every way in (the API, import, the demo), and `verify`
-naming a stored event outside it."""
+"""Timestamps: the accepted range at every way in (the API, import, the demo), `verify` naming a
+stored event outside it, and "recent" ending now."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,12 +13,20 @@ from click.testing import CliRunner, Result
 
 from domain.codec import encode, timestamp_text
 from domain.errors import InvalidEvent
-from domain.events import SystemInfoLogged
+from domain.events import EventType, SystemInfoLogged
 from domain.ids import utc_now
+from projections.summary import events_since
 from store import stored_count
 from swarmlog.cli import cli
 from swarmlog.log import EventLog
 
+with warnings.catch_warnings():  # Starlette's test client would rather have httpx2 than httpx
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from swarmlog.web import create_app
+
+_T = EventType
 YEAR_9999 = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
@@ -95,3 +104,29 @@ def test_verify_names_a_stored_event_stamped_outside_the_range(tmp_path: Path) -
         # And everything else still works with them in the log.
         assert log.rebuild() == 3 and log.summary.total == 3
         assert log.snapshot()
+        assert events_since(log.summary, 60, utc_now()) == {"system.info": 1}
+
+
+# -- "recent" is between now minus the window and now -----------------------------------------------
+
+
+def test_an_event_stamped_ahead_of_the_clock_is_not_recent_before_its_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "log.db"
+    now = utc_now()
+    with EventLog(path) as log:
+        log.log("system.info", "test", timestamp=now - timedelta(minutes=1))
+        log.log("system.error", "test", timestamp=now + timedelta(minutes=4))  # a clock ahead
+        assert events_since(log.summary, 60, now) == {"system.info": 1}
+    assert json.loads(run("summary", "--json", db=path).stdout)["last_window"] == {
+        "system.info": 1}
+    with TestClient(create_app(path)) as client:
+        assert client.get("/api/summary").json()["last_window"] == {"system.info": 1}
+        cards = client.get("/events").text.split('<section class="cards small">')[1]
+        assert "<span>system.info</span>" in cards.split("</section>")[0]
+        assert "<span>system.error</span>" not in cards.split("</section>")[0]
+    monkeypatch.setenv("SWARMLOG_DB", str(path))
+    from swarmlog import event_log
+
+    assert event_log.get_event_summary(60) == {"system.info": 1}
+    assert [e.event_type for e in event_log.get_recent_events(60)] == [_T.SYSTEM_INFO]
