@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import IO, NamedTuple
 
 from domain.codec import StoredEvent, check_timestamp, decode, encode
-from domain.errors import CorruptEvent, InvalidEvent
+from domain.errors import CorruptEvent, InvalidEvent, StoreError
 from domain.ids import utc_now
 from store import EVERYTHING, EventFilter, Store, first_stored
-from store.archive import from_line, read_lines, to_line
+from store.archive import DAMAGED, from_line, read_lines, to_line
 
 _BATCH = 2000
 Progress = Callable[[int, int], None]
@@ -95,8 +95,14 @@ class JsonLines:
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         if self._cached is not None:
             yield from ((n, line) for n, line in enumerate(self._cached, start=1) if line.strip())
-        else:
-            yield from read_lines(self.path)
+            return
+        number = 0
+        try:
+            for number, line in read_lines(self.path):
+                yield number, line
+        except DAMAGED as e:
+            raise InvalidEvent(f"{self.name} line {number + 1}",
+                               f"the compressed file is damaged or cut short ({e})") from None
 
     def rows(self) -> Iterator[tuple[int, StoredEvent]]:
         """(line number, row to append) of every line; InvalidEvent names a bad line."""
@@ -151,14 +157,19 @@ def import_rows(store: Store, source: JsonLines, progress: Progress | None = Non
         if progress is not None:
             progress(lines, total)
 
-    with store.transaction():
-        start = store.head()
-        for number, row in source.rows():
-            lines += 1
-            batch.append((number, row))
-            if len(batch) >= _BATCH:
+    number = 0
+    try:
+        with store.transaction():
+            start = store.head()
+            for number, row in source.rows():
+                lines += 1
+                batch.append((number, row))
+                if len(batch) >= _BATCH:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
-        added = store.head() - start
+            added = store.head() - start
+    except StoreError as e:  # (a full disk, a lost server): the transaction took back it all
+        raise StoreError(f"{e} (importing {source.name} line {number}: nothing of it was "
+                         "stored)") from e
     return ImportReport(lines, added, lines - added - repeated, repeated)
