@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import IO, NamedTuple
 
 from domain.codec import StoredEvent, check_timestamp, decode, encode
-from domain.errors import CorruptEvent, InvalidEvent, StoreError
+from domain.errors import CommitInDoubt, CorruptEvent, InvalidEvent, StoreError
 from domain.ids import utc_now
 from store import EVERYTHING, EventFilter, Store, first_stored
 from store.archive import DAMAGED, from_line, read_lines, to_line
@@ -169,6 +169,9 @@ def import_rows(store: Store, source: JsonLines, progress: Progress | None = Non
             if batch:
                 flush()
             added = store.head() - start
+    except CommitInDoubt as e:  # the connection lost while committing: all, or nothing
+        raise CommitInDoubt(f"{e} (importing {source.name}: the whole file, or none of it; "
+                            "import it again, which skips what is stored)") from e
     except StoreError as e:  # (a full disk, a lost server): the transaction took back it all
         raise StoreError(f"{e} (importing {source.name} line {number}: nothing of it was "
                          "stored)") from e
