@@ -12,6 +12,7 @@ from domain.codec import (
     upcaster,
 )
 from domain.errors import (
+    CommitInDoubt,
     ConcurrencyError,
     CorruptEvent,
     InvalidEvent,
@@ -58,6 +59,7 @@ __all__ = [
     "AuctionClosed",
     "BidSubmitted",
     "BugReportCreated",
+    "CommitInDoubt",
     "ConcurrencyError",
     "CorruptEvent",
     "ErrorCaptured",

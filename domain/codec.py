@@ -11,7 +11,7 @@ import json
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
@@ -23,6 +23,11 @@ from domain.events import EVENT_CLASSES, AnyEvent, Event, EventType
 
 #: The largest payload (`data` as stored JSON) one event may carry, in bytes.
 MAX_DATA_BYTES = 64 * 1024
+#: The earliest time an event may be stamped with: the Unix epoch.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+#: How far after the moment of its append an event may be stamped: clocks differ by that much.
+#: Later is a wrong clock or a typo, which would count as "recent" and stop every prune.
+CLOCK_SKEW = timedelta(minutes=5)
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(AnyEvent)
 # The hot paths call these directly (see `encode` and `decode`).
@@ -147,6 +152,12 @@ def check_storable(blob: bytes) -> None:
         raise InvalidEvent("data", f"is {len(blob)} bytes as JSON; the limit is {MAX_DATA_BYTES}")
     if b"\\u0000" in blob and _NUL_ESCAPE.search(blob):
         raise InvalidEvent("data", "contains a NUL character (\\u0000), which cannot be stored")
+    check_integers(blob)
+
+
+def check_integers(blob: bytes) -> None:
+    """Refuse JSON holding an integer beyond 64 bits, which JSON parsers (orjson too) read back
+    as a float: InvalidEvent("data", ...)."""
     # `_LONG_DIGITS.search(blob)`, in two C loops: every digit becomes "0", then a substring
     # search. The same answer (only digits become "0"), at a quarter of the cost: the regex
     # took 1.1 us a payload, a third of `encode` (measured).
@@ -311,6 +322,18 @@ def _plain_numbers(text: str) -> bool:
 
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+
+
+def check_timestamp(moment: datetime, now: datetime) -> None:
+    """Refuse a timestamp outside the accepted range: from `EARLIEST` to `CLOCK_SKEW` after
+    `now`, the moment of the append (InvalidEvent naming it)."""
+    if moment < EARLIEST:
+        raise InvalidEvent("timestamp", f"{moment.isoformat()} is before {EARLIEST.isoformat()}, "
+                                        "the earliest time an event may have")
+    if moment > now + CLOCK_SKEW:
+        raise InvalidEvent("timestamp", f"{moment.isoformat()} is in the future: an event may be "
+                                        f"stamped at most {CLOCK_SKEW.seconds // 60} minutes "
+                                        f"after it is appended ({now.isoformat()})")
 
 
 def timestamp_text(moment: datetime) -> str:

@@ -42,6 +42,15 @@ class StoreError(SwarmlogError):
     """The database refused or failed an operation (locked, full, unreadable, wrong schema)."""
 
 
+class CommitInDoubt(StoreError):
+    """The connection was lost while a write was being committed: it may or may not be stored.
+    Appending the same events again (same ids) stores each once, whichever it was."""
+
+    def __init__(self, message: str, event_ids: tuple[str, ...] = ()) -> None:
+        self.event_ids = event_ids
+        super().__init__(message)
+
+
 class CorruptEvent(StoreError):
     """A stored row cannot be read back as an event."""
 

@@ -337,7 +337,8 @@ def fold(m: ReadModels, rows: Iterable[FoldRow],
                 if moment.tzinfo is not UTC:
                     raise ValueError("not a UTC time")
                 moved = handler(m, position, task_id, agent_id, data, moment)
-        except ValueError:  # a payload or time that is not what it says: the plain way
+        except (ValueError, TypeError):  # a payload or time that is not what it says (a time
+            # that is no text at all: a BLOB another client wrote): the plain way
             moved = SLOW
         if moved is SLOW:
             slow(m, position)

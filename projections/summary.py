@@ -2,19 +2,21 @@
 
 Totals are kept since the beginning of time, so they survive pruning (they live in the snapshot).
 Tasks by status follow the task read model's `TaskChange`s; agents online are the roster's.
-"Events in the last N minutes" is answered from per-minute buckets: exact for a window that starts
-on a minute boundary, and for the newest `MINUTE_BUCKETS` minutes of the log (counted back from
-its newest event, not from the wall clock, so that the fold stays deterministic).
+"Events in the last N minutes" (up to now: an event stamped later is not recent yet) is answered
+from per-minute buckets: exact for a window of whole minutes, and for the newest `MINUTE_BUCKETS`
+minutes of the log (counted back from its newest event, not from the wall clock, so that the fold
+stays deterministic).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.codec import StoredEvent
-from domain.errors import ProjectionError
+from domain.errors import InvalidEvent, ProjectionError
 from domain.events import Event, EventType
 from domain.task import TaskStatus
 from projections.base import Anomaly, note, parse_anomalies
@@ -147,25 +149,34 @@ def _sweep(state: SummaryState, through: int) -> None:
 
 
 def events_since(state: SummaryState, minutes: float, now: datetime) -> dict[str, int]:
-    """Events per type whose minute is at or after the minute of `now - minutes`.
+    """Events per type stamped in the last `minutes` minutes up to `now`: from the minute of
+    `now - minutes` through the minute of `now` (an event stamped later is not recent yet).
 
-    Equals `store.count_by_type(since=<that minute's start>)` on an unpruned log (the buckets
-    outlive pruning): exact at minute granularity, the window widened back to a whole minute.
-    Raises ProjectionError if some events of the window were dropped from the buckets (a window
-    reaching further back than `minute_buckets` minutes before the newest event): ask the log.
+    Equals `store.count_by_type(<the first minute's start>, <the end of now's minute>)` on an
+    unpruned log (the buckets outlive pruning): exact at minute granularity, the window widened
+    to whole minutes. Raises ProjectionError if some events of the window were dropped from the
+    buckets (a window reaching further back than `minute_buckets` minutes before the newest
+    event): ask the log.
     """
     if now.tzinfo is None:
-        raise ValueError(f"now={now.isoformat()} is naive; give a timezone")
-    start = minute_of(now - timedelta(minutes=minutes))
-    if state.dropped_through is not None and start <= state.dropped_through:
-        since = _EPOCH + (state.dropped_through + 1) * _MINUTE
+        raise InvalidEvent("now", f"{now.isoformat()} is naive; give a timezone")
+    if not 0 <= minutes < math.inf:  # (NaN too)
+        raise InvalidEvent("minutes", f"must be a number of minutes >= 0, got {minutes!r}")
+    end = minute_of(now)
+    try:
+        start: int | None = minute_of(now - timedelta(minutes=minutes))
+    except OverflowError:  # before the first year a datetime has: every minute counts
+        start = None
+    if state.dropped_through is not None and (start is None or start <= state.dropped_through):
+        dropped = _EPOCH + state.dropped_through * _MINUTE  # (its start: always a datetime)
         raise ProjectionError(
-            f"the summary has per-minute counts only from {since.isoformat()} (it keeps the "
-            f"newest {state.minute_buckets} minutes of the log); {minutes} minutes before "
-            f"{now.isoformat()} is earlier: count from the log (store.count_by_type) instead")
+            f"the summary has per-minute counts only after the minute of {dropped.isoformat()} "
+            f"(it keeps the newest {state.minute_buckets} minutes of the log); {minutes} "
+            f"minutes before {now.isoformat()} is earlier: count from the log "
+            "(store.count_by_type) instead")
     found: dict[str, int] = {}
     for minute, bucket in state.minutes.items():
-        if minute >= start:
+        if (start is None or minute >= start) and minute <= end:
             for kind, n in zip(TYPES, bucket, strict=True):
                 if n:
                     found[kind] = found.get(kind, 0) + n

@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from domain.codec import StoredEvent
-from domain.errors import StoreError, SwarmlogError
+from domain.codec import StoredEvent, check_timestamp
+from domain.errors import InvalidEvent, StoreError, SwarmlogError
+from domain.ids import utc_now
 from domain.lenient import nonconformity
 from projections.base import Cold, Projection
 from store.archive import read_segment, sha256_of
@@ -218,6 +220,7 @@ def _check_rows(store: Store, cut: bytes, report: VerifyReport,
                 progress: Callable[[int, int], None] | None) -> None:
     expected = first_stored(store)
     head = store.head()
+    now = utc_now()
     epochs = {e.start: e.previous for e in store.epochs()}
     previous: bytes | None = cut if expected > 1 else GENESIS
     prunes = store.prunes()
@@ -253,7 +256,7 @@ def _check_rows(store: Store, cut: bytes, report: VerifyReport,
         elif previous is not None and store.chain.link(previous, row) != row.hash \
                 and not gap_before:  # (a gap explains it: named above)
             unlinked.append((row, previous))
-        _check_content(row, report)
+        _check_content(row, report, now)
         last = versions.get(row.stream_id, None if pruned else 0)
         if last is not None and row.stream_version != last + 1:
             report.find("reordered" if row.stream_version <= (last or 0) else "removed",
@@ -295,8 +298,9 @@ def _hash_before(prune: PruneRecord, position: int) -> bytes | None:
     return None
 
 
-def _check_content(row: StoredEvent, report: VerifyReport) -> None:
-    problem = nonconformity(row)  # validated in full, whatever it says of itself
+def _check_content(row: StoredEvent, report: VerifyReport, now: datetime) -> None:
+    # Validated in full, whatever it says of itself; and stamped in the range an append accepts.
+    problem = nonconformity(row) or _out_of_range(row.timestamp, now)
     if row.conforms is not None and not row.conforms:
         report.nonconforming += 1
         report.note(f"the event at position {row.position} ({row.event_type}) was stored "
@@ -305,6 +309,18 @@ def _check_content(row: StoredEvent, report: VerifyReport) -> None:
     elif problem is not None:
         report.find("invalid", "event_log", row.position,
                     f"the row says it conforms to {row.event_type}'s schema, but {problem}")
+
+
+def _out_of_range(stamp: str, now: datetime) -> str | None:
+    """Why a stored timestamp is outside the range an append accepts at `now` (None: it is in
+    it, or is spelt in a way only the full validation reads)."""
+    try:
+        check_timestamp(datetime.fromisoformat(stamp), now)
+    except InvalidEvent as e:
+        return str(e).removeprefix("invalid event: ")
+    except (TypeError, ValueError):
+        pass
+    return None
 
 
 #: Up to how many rows that do not link are told apart (moved or changed); beyond, each is named

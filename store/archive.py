@@ -21,13 +21,14 @@ import hashlib
 import os
 import queue
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
 
-from domain.codec import StoredEvent
+from domain.codec import StoredEvent, check_integers
 from domain.errors import InvalidEvent, StoreError
 
 _TEXT = ("id", "event_type", "source", "timestamp")
@@ -78,6 +79,12 @@ def from_line(line: bytes | str, where: str) -> StoredEvent:
         obj: Any = orjson.loads(line)
     except orjson.JSONDecodeError as e:
         raise InvalidEvent(where, f"not JSON ({e})") from None
+    try:  # orjson read an integer beyond 64 bits as a float: refused, as the API refuses it
+        check_integers(line if isinstance(line, bytes) else line.encode())
+    except InvalidEvent as e:
+        raise InvalidEvent(where, str(e).removeprefix("invalid event: data: ")) from None
+    except RecursionError:
+        raise InvalidEvent(where, "nested too deeply to be stored") from None
     if not isinstance(obj, dict):
         raise InvalidEvent(where, f"is a JSON {type(obj).__name__}, not an object")
     unknown = sorted(set(obj) - set(_KEYS))
@@ -93,6 +100,9 @@ def from_line(line: bytes | str, where: str) -> StoredEvent:
               if obj.get(k) is not None and type(obj[k]) is not int]
     if wrong:
         raise InvalidEvent(where, f"{', '.join(wrong)} of the wrong type")
+    if obj.get("schema_version") is not None and obj["schema_version"] < 1:
+        raise InvalidEvent(where, f"schema_version {obj['schema_version']} is not a version "
+                                  "(they start at 1)")
     data, text = obj.get("data"), obj.get("data_text")
     if text is not None and not isinstance(text, str):
         raise InvalidEvent(where, "data_text of the wrong type")
@@ -118,8 +128,13 @@ def from_line(line: bytes | str, where: str) -> StoredEvent:
         obj.get("schema_version") or 1, obj.get("conforms"), digest)
 
 
+#: What reading a compressed file that is damaged or cut short raises.
+DAMAGED = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a JSON-lines file, gzip-compressed or not (blank lines skipped)."""
+    """(line number, line) of a JSON-lines file, gzip-compressed or not (blank lines skipped);
+    one of `DAMAGED` when a compressed file is damaged or cut short."""
     with open(path, "rb") as raw:
         packed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
@@ -236,5 +251,5 @@ def read_segment(path: str | os.PathLike[str], sha256: str | None = None) -> Ite
             raise StoreError(f"archive segment {path} does not match its recorded SHA-256")
         for number, line in read_lines(path):
             yield from_line(line, f"{path} line {number}")
-    except (OSError, EOFError) as e:
+    except (OSError, *DAMAGED) as e:
         raise StoreError(f"cannot read archive segment {path}: {e}") from e

@@ -12,12 +12,13 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
-from domain.codec import FoldRow, StoredEvent, timestamp_text
+from domain.codec import CLOCK_SKEW, FoldRow, StoredEvent, timestamp_text
+from domain.ids import utc_now
 from store.chain import Chain
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
@@ -330,8 +331,29 @@ def stored_count(store: Store) -> int:
     return store.head() - first_stored(store) + 1
 
 
-def prefix_end(store: Store, cutoff: datetime) -> int:
-    """The end P of the longest prefix of the stored log whose timestamps are all < cutoff (the
-    position before the first event at or after it; the head if there is none)."""
-    first_young = next(store.query(EventFilter(since=cutoff), limit=1), None)
-    return store.head() if first_young is None else first_young.position - 1
+def prefix_end(store: Store, cutoff: datetime, now: datetime | None = None) -> int:
+    """The end P of the longest prefix of the stored log older than `cutoff`: the position
+    before the first event stamped at or after it (the head if there is none). A row whose
+    timestamp is not a time, or a time no append accepts at `now` (later than `CLOCK_SKEW`
+    after it: written by another client, or before the range was enforced), does not stop the
+    prefix: nothing could ever prune past it."""
+    latest = (utc_now() if now is None else now) + CLOCK_SKEW
+    after = 0
+    while True:
+        found = next(store.query(EventFilter(since=cutoff), after=after, limit=1), None)
+        if found is None:
+            return store.head()
+        moment = _time_of(found.timestamp)
+        if moment is not None and cutoff <= moment <= latest:
+            return found.position - 1
+        after = found.position
+
+
+def _time_of(stamp: object) -> datetime | None:
+    """The time a stored timestamp says (one without a timezone taken as UTC, as its text
+    compares), or None when it is not one."""
+    try:
+        moment = datetime.fromisoformat(stamp)  # type: ignore[arg-type]  # (any stored value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
+        return None

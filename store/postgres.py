@@ -37,7 +37,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from domain.codec import StoredEvent
-from domain.errors import ConcurrencyError, StoreError
+from domain.errors import CommitInDoubt, ConcurrencyError, StoreError
 from store.chain import Chain, configured_chain
 from store.location import redact
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
@@ -82,6 +82,10 @@ log = logging.getLogger("swarmlog.store")
 _VACUUMED = ("event_log", "swarmlog_snapshots", "swarmlog_snapshot_items")
 _POLL = 0.05  # seconds between polls when LISTEN is unavailable
 _SAFETY_POLL = 1.0  # while listening, still look at the head this often
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _head_of(payload: str) -> int:
@@ -153,7 +157,7 @@ class PostgresStore(SQLStore):
         elif isinstance(e, PoolTimeout):
             text = f"no connection to the server ({e})"
         else:
-            text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            text = _first_line(e)
         return StoreError(f"cannot {doing} {self.location}: {text}")
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
@@ -202,16 +206,27 @@ class PostgresStore(SQLStore):
             finally:
                 tx.depth -= 1
             return
+        committing = False
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                row = conn.execute("SELECT head FROM swarmlog_head FOR UPDATE").fetchone()
-                assert row is not None
-                tx = _Transaction(conn, row[0])
-                self._local.tx = tx
+            with self._pool.connection() as conn:
                 try:
-                    yield tx
-                finally:
-                    self._local.tx = None
+                    with conn.transaction():
+                        row = conn.execute("SELECT head FROM swarmlog_head FOR UPDATE").fetchone()
+                        assert row is not None
+                        tx = _Transaction(conn, row[0])
+                        self._local.tx = tx
+                        try:
+                            yield tx
+                        finally:
+                            self._local.tx = None
+                        committing = True
+                except psycopg.OperationalError as e:
+                    if committing and conn.broken:  # COMMIT went out; its answer never came
+                        raise CommitInDoubt(
+                            f"cannot tell whether the write to {self.location} was committed: "
+                            f"the connection was lost while committing ({_first_line(e)})"
+                        ) from e
+                    raise
         except (psycopg.Error, PoolTimeout) as e:
             raise self._error(doing, e) from e
 

@@ -3,7 +3,8 @@
 Agents with capabilities join (most at the start, some later), bid in sats on the tasks they can
 do, win auctions, call tools (with durations and some failures), complete or fail their tasks,
 leave (failing the task in hand) and rejoin; now and then the system logs an error. Time is
-simulated and spread over days, so there is something to prune.
+simulated and spread over days, so there is something to prune; it stops at the wall clock (an
+event is never stamped later than now), leaving whatever was still running open.
 
 Same seed and start -> the same events, byte for byte: every random choice comes from one seeded
 generator, and event ids are UUIDv7-shaped values made from the simulated time and a second seeded
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain.errors import InvalidTransition
+from domain.errors import InvalidEvent, InvalidTransition
 from domain.ids import utc_now
 from swarmlog.coordinator import Coordinator, Decision
 from swarmlog.log import EventLog
@@ -163,6 +164,7 @@ class _Sim:
     rng: random.Random
     result: DemoResult
     progress: Callable[[int, int], None] | None
+    until: datetime  # the time the demo runs at: what would come later has not happened yet
     agents: dict[str, _Agent] = field(default_factory=dict)
     tasks: dict[str, _Task] = field(default_factory=dict)
     queue: list[tuple[datetime, int, str, tuple[Any, ...]]] = field(default_factory=list)
@@ -302,6 +304,8 @@ class _Sim:
     def run(self) -> None:
         while self.queue:
             now, _, action, args = heapq.heappop(self.queue)
+            if now > self.until:
+                return
             if action == "join":
                 self.join(now, self.agents[args[0]])
             elif action == "leave":
@@ -347,14 +351,18 @@ def run_demo(log: EventLog, config: DemoConfig,
     """Simulate the swarm through a `Coordinator` on `log`, then snapshot the read models (so
     that a reader, and the SQL views of the read models, start from the head); `progress(done,
     total)` per task. `DemoResult.events` counts the events this run appended, whoever else
-    appends to the log meanwhile."""
-    run = next_run(log)
+    appends to the log meanwhile. The simulation stops at now; a start after now is refused."""
     start = config.start or default_start(config.days)
     span = timedelta(days=config.days)
+    now = utc_now()
+    if start > now:
+        raise InvalidEvent("start", f"{start.isoformat()} is in the future: nothing would have "
+                                    "happened yet (an event is never stamped later than now)")
+    run = next_run(log)
     rng = random.Random(f"swarmlog-demo:{config.seed}")
     coordinator = _Counting(log, new_id=SeededIds(f"swarmlog-demo-ids:{config.seed}:{run}"))
     result = DemoResult(run, f"r{run}-", start.astimezone(UTC), start + span, tasks=config.tasks)
-    sim = _Sim(config, coordinator, rng, result, progress)
+    sim = _Sim(config, coordinator, rng, result, progress, now)
 
     for i in range(config.agents):
         caps = tuple(sorted(rng.sample(_CAPABILITIES, rng.randint(3, 5))))

@@ -194,7 +194,10 @@ def log_event(event_type: EventType | str, source: str, task_id: str | None = No
     """Store one event and return it. What the seed's module stored is stored, exactly: an event
     that does not fit its type's schema is flagged (`conforms` False), not refused. Raises what
     the seed raised for data that is not JSON (TypeError, ValueError), and InvalidEvent for an
-    unknown event type or a missing source."""
+    unknown event type or a missing source. An event it stored is never reported as failed: when
+    the answer to the commit is lost it asks again with the same id (see `EventLog.record`);
+    only if the log stays out of reach does it raise CommitInDoubt, whose `event_ids` say what
+    to look for (`get_event`) once it is back."""
     row = encode_as_given(event_type, source, task_id, agent_id, data)
     with _lock:
         (stored,) = _log().record([row])

@@ -12,12 +12,14 @@ from __future__ import annotations
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import IO, NamedTuple
 
-from domain.codec import StoredEvent, decode, encode
-from domain.errors import CorruptEvent, InvalidEvent
+from domain.codec import StoredEvent, check_timestamp, decode, encode
+from domain.errors import CommitInDoubt, CorruptEvent, InvalidEvent, StoreError
+from domain.ids import utc_now
 from store import EVERYTHING, EventFilter, Store, first_stored
-from store.archive import from_line, read_lines, to_line
+from store.archive import DAMAGED, from_line, read_lines, to_line
 
 _BATCH = 2000
 Progress = Callable[[int, int], None]
@@ -63,11 +65,14 @@ class ImportReport(NamedTuple):
     repeated: int  # lines repeating an earlier line of the file
 
 
-def _checked(line: bytes, where: str) -> StoredEvent:
-    """The row to append for one line: its event validated as the API would, then encoded."""
+def _checked(line: bytes, where: str, now: datetime) -> StoredEvent:
+    """The row to append for one line: its event validated as the API would (its timestamp in
+    the range accepted at `now`), then encoded."""
     row = from_line(line, where)
     try:
-        return encode(decode(row))
+        event = decode(row)
+        check_timestamp(event.timestamp, now)
+        return encode(event)
     except CorruptEvent as e:
         raise InvalidEvent(where, e.reason) from None
     except InvalidEvent as e:
@@ -90,13 +95,20 @@ class JsonLines:
     def _lines(self) -> Iterator[tuple[int, bytes]]:
         if self._cached is not None:
             yield from ((n, line) for n, line in enumerate(self._cached, start=1) if line.strip())
-        else:
-            yield from read_lines(self.path)
+            return
+        number = 0
+        try:
+            for number, line in read_lines(self.path):
+                yield number, line
+        except DAMAGED as e:
+            raise InvalidEvent(f"{self.name} line {number + 1}",
+                               f"the compressed file is damaged or cut short ({e})") from None
 
     def rows(self) -> Iterator[tuple[int, StoredEvent]]:
         """(line number, row to append) of every line; InvalidEvent names a bad line."""
+        now = utc_now()
         for number, line in self._lines():
-            yield number, _checked(line, f"{self.name} line {number}")
+            yield number, _checked(line, f"{self.name} line {number}", now)
 
     def check(self, progress: Progress | None = None) -> tuple[int, int]:
         """Check every line (and that no id is reused with other content); returns how many
@@ -145,14 +157,22 @@ def import_rows(store: Store, source: JsonLines, progress: Progress | None = Non
         if progress is not None:
             progress(lines, total)
 
-    with store.transaction():
-        start = store.head()
-        for number, row in source.rows():
-            lines += 1
-            batch.append((number, row))
-            if len(batch) >= _BATCH:
+    number = 0
+    try:
+        with store.transaction():
+            start = store.head()
+            for number, row in source.rows():
+                lines += 1
+                batch.append((number, row))
+                if len(batch) >= _BATCH:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
-        added = store.head() - start
+            added = store.head() - start
+    except CommitInDoubt as e:  # the connection lost while committing: all, or nothing
+        raise CommitInDoubt(f"{e} (importing {source.name}: the whole file, or none of it; "
+                            "import it again, which skips what is stored)") from e
+    except StoreError as e:  # (a full disk, a lost server): the transaction took back it all
+        raise StoreError(f"{e} (importing {source.name} line {number}: nothing of it was "
+                         "stored)") from e
     return ImportReport(lines, added, lines - added - repeated, repeated)

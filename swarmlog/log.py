@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from domain.codec import StoredEvent, build_event, encode
-from domain.errors import InvalidEvent, StoreError
+from domain.codec import StoredEvent, build_event, check_timestamp, encode
+from domain.errors import CommitInDoubt, InvalidEvent, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
 from projections import pruning
@@ -87,6 +87,17 @@ def default_location() -> str:
     return url if is_url(url) else DEFAULT_DB
 
 
+def _moment(row: StoredEvent) -> datetime:
+    """The time a row to append is stamped with (its text as `encode` wrote it)."""
+    try:
+        moment = datetime.fromisoformat(row.timestamp)
+    except (TypeError, ValueError):
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidEvent("timestamp", f"{row.timestamp!r} is not a time with a timezone")
+    return moment
+
+
 class EventLog:
     """An open swarmlog: append typed events, query them, read the projections.
 
@@ -126,10 +137,22 @@ class EventLog:
     def record(self, rows: Sequence[StoredEvent],
                expected: Mapping[str, int] | None = None) -> list[StoredEvent]:
         """Append encoded rows atomically and return them as stored (positioned), in order; the
-        subscribers hear of the new ones once they are committed."""
+        subscribers hear of the new ones once they are committed. A row stamped outside the
+        accepted range (`domain.codec.check_timestamp`) is refused, and nothing is appended.
+
+        When the answer to the commit is lost (`CommitInDoubt`: the connection dropped), the rows
+        are appended once more: the same ids, so what was committed is found and not stored
+        twice. Only if the log cannot be asked again does CommitInDoubt reach the caller, naming
+        the events; appending them again then stores each once."""
+        now = utc_now()
+        for r in rows:
+            check_timestamp(_moment(r), now)
         listening = bool(self._subscribers) and bool(rows)
         before = self.store.head() if listening else 0
-        positions = self.store.append(rows, expected)
+        try:
+            positions = self.store.append(rows, expected)
+        except CommitInDoubt as doubt:
+            positions = self._append_again(rows, expected, doubt)
         stored = [r._replace(position=p) for r, p in zip(rows, positions, strict=True)]
         if listening:
             with self._lock:
@@ -137,6 +160,18 @@ class EventLog:
                 if not self._depth:
                     self._publish()
         return stored
+
+    def _append_again(self, rows: Sequence[StoredEvent], expected: Mapping[str, int] | None,
+                      doubt: CommitInDoubt) -> list[int]:
+        try:
+            return self.store.append(rows, expected)
+        except StoreError as e:
+            ids = tuple(r.id for r in rows)
+            named = f"event {ids[0]}" if len(ids) == 1 else \
+                f"events {ids[0]} and {len(ids) - 1} more"
+            raise CommitInDoubt(f"{doubt}, and asked again: {e}. So {named} may or may not be "
+                                "stored: append the same events again to store each once",
+                                ids) from e
 
     def _as_stored(self, new: list[StoredEvent]) -> list[StoredEvent]:
         """New rows as the store holds them (with their stream versions), each once, in position
@@ -195,10 +230,15 @@ class EventLog:
     def log(self, event_type: EventType | str, source: str, task_id: str | None = None,
             agent_id: str | None = None, data: Mapping[str, Any] | None = None, *,
             timestamp: datetime | None = None) -> StoredEvent:
-        """Validate loose arguments into a typed event, append it, and return it as stored."""
+        """Validate loose arguments into a typed event, append it, and return it as stored (as
+        it was appended, with its position, when it cannot be read back: pruned meanwhile, or
+        the connection lost after the commit; it is stored all the same)."""
         event = build_event(event_type, source, task_id, agent_id, data, timestamp=timestamp)
         (row,) = self.record([encode(event)])
-        return self.store.get(event.id) or row  # (pruned meanwhile: as it was appended)
+        try:
+            return self.store.get(event.id) or row
+        except StoreError:
+            return row
 
     # -- reading --------------------------------------------------------------------------
 

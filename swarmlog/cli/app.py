@@ -267,7 +267,8 @@ def cli() -> None:
 def summary_data(log: EventLog, minutes: float) -> dict[str, Any]:
     data = counts(log.models)
     data["window_minutes"] = minutes
-    data["last_window"] = log.store.count_by_type(utc_now() - timedelta(minutes=minutes))
+    now = utc_now()
+    data["last_window"] = log.store.count_by_type(now - timedelta(minutes=minutes), now)
     return data
 
 

@@ -301,9 +301,10 @@ def export_(output: str, as_json: bool, **filters: Any) -> None:
 def import_(path: str, as_json: bool) -> None:
     """Append the events of a JSON-lines file (as `swarmlog export` writes), keeping their ids.
 
-    Every line is checked first: one bad line is reported with its line number and nothing is
-    stored. Events already in the log (same id) are skipped, so importing twice is harmless.
-    Archive segments (.jsonl.gz) are read as they are.
+    Every line is checked first, as the API checks an event: one bad line is reported with its
+    line number and nothing is stored. Then the file is stored in one transaction: whole, or
+    not at all (a full disk, a kill). Events already in the log (same id) are skipped, so
+    importing twice is harmless. Archive segments (.jsonl.gz) are read as they are.
 
     \b
     Example:

@@ -97,8 +97,8 @@ def api_summary(request: Request) -> JSON:
     with viewer.models() as models:
         data = counts(models)
     data["window_minutes"] = minutes  # as `swarmlog summary --json` has it
-    data["last_window"] = viewer.store.count_by_type(
-        datetime.now(UTC) - timedelta(minutes=minutes))
+    now = datetime.now(UTC)
+    data["last_window"] = viewer.store.count_by_type(now - timedelta(minutes=minutes), now)
     return JSON(data)
 
 

@@ -57,8 +57,8 @@ def failures(viewer: Viewer, now: datetime) -> tuple[list[AgentFailures], list[S
     """The last hour's failures: per agent (most first; a failed task counts against the agent
     it was assigned to), the newest few events, and how many were read."""
     since = now - timedelta(hours=1)
-    rows = queries.recent(viewer.store, EventFilter(types=FAILURE_TYPES), since, FAILURES_READ,
-                          viewer.rate)
+    rows = queries.recent(viewer.store, EventFilter(types=FAILURE_TYPES, until=now), since,
+                          FAILURES_READ, viewer.rate)
     tally: dict[str, list[int]] = {}
     unnamed = [r.task_id for r in rows if r.event_type == "task.failed" and r.agent_id is None
                and r.task_id is not None]

@@ -110,7 +110,8 @@ def events_page(request: Request) -> Response:
     for key in ("task", "agent", "source", "since", "until"):
         if key in query.form:
             chips.append((f"{key} {query.form[key]}", _without(given, key, None)))
-    last_hour = sorted(viewer.store.count_by_type(_now() - timedelta(hours=1)).items(),
+    now = _now()
+    last_hour = sorted(viewer.store.count_by_type(now - timedelta(hours=1), now).items(),
                        key=lambda kv: (-kv[1], kv[0]))
     live = query.before is None and query.after is None
     where = {k: v for k, v in given.items() if k != "limit"}

@@ -127,10 +127,11 @@ def minute_counts(summary: SummaryState, minutes: int, now: datetime
                   ) -> tuple[int, list[tuple[int, list[int]]]]:
     """The per-minute counts (by type, in `projections.summary.TYPES` order) of the `minutes`
     minutes up to `now`, oldest first, as (minute, counts); when the log was quiet all that time,
-    of its last `minutes` minutes instead. Returns (the last minute, the minutes)."""
+    of its last `minutes` minutes before `now` instead (never of minutes after it: an event
+    stamped ahead of the clock is not recent yet). Returns (the last minute, the minutes)."""
     end = minute_of(now)
-    if summary.newest_minute is not None and not any(
-            m > end - minutes for m in summary.minutes if m <= end):
-        end = summary.newest_minute
+    if not any(m > end - minutes for m in summary.minutes if m <= end):
+        end = max((m for m in summary.minutes if m <= end), default=end)
+    end = max(end, minutes - 1)  # (from the epoch on: a minute near year 1 has no time before it)
     empty = [0] * len(next(iter(summary.minutes.values()), []))
     return end, [(m, list(summary.minutes.get(m, empty))) for m in range(end - minutes + 1, end + 1)]

@@ -5,6 +5,7 @@ bars on the same time axis, failures marked. The template turns the shapes into 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,10 +61,13 @@ class Timeline:
 
 
 def _time(text: str) -> datetime | None:
+    """The time a stored timestamp says, or None when it is not a time with a timezone (as
+    the read models take it)."""
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
         return None
+    return moment if moment.tzinfo is not None else None
 
 
 class _Axis:
@@ -84,7 +88,10 @@ class _Axis:
         ticks: list[tuple[float, str]] = []
         k = 0
         while True:
-            moment = first + timedelta(seconds=k * step)
+            try:
+                moment = first + timedelta(seconds=k * step)
+            except OverflowError:  # an axis that ends at the end of time
+                return ticks
             k += 1
             seconds = (moment - self.start).total_seconds()
             if seconds < 0:
@@ -125,9 +132,10 @@ def build(task: TaskView, rows: list[StoredEvent], now: datetime) -> Timeline:
     start = min(moments + known)
     last = max(moments + known)
     # An open task runs on to now (within an hour of its last event: a stale one stops there).
-    end = last if not task.is_open else max(last, min(now, last + timedelta(hours=1)))
+    end = last if not task.is_open or last >= now else min(now, last + timedelta(hours=1))
     if end <= start:
-        end = start + timedelta(seconds=1)
+        with contextlib.suppress(OverflowError):  # (at the end of time it stays a moment)
+            end = start + timedelta(seconds=1)
     axis = _Axis(start, end)
     line = Timeline(start=f"{start:%Y-%m-%d %H:%M:%S}", end=f"{end:%Y-%m-%d %H:%M:%S}")
     line.ticks = axis.ticks()
@@ -185,8 +193,10 @@ def _tools(line: Timeline, axis: _Axis, rows: list[StoredEvent], end: datetime,
         call = calls.get(key)
         if call is None:  # an outcome without its call: drawn from its duration
             duration = data.get("duration_ms")
-            began = at - timedelta(milliseconds=duration) if (
-                at is not None and isinstance(duration, int | float)) else at
+            began = at
+            if at is not None and isinstance(duration, int | float):
+                with contextlib.suppress(OverflowError, ValueError):  # (beyond any datetime)
+                    began = at - timedelta(milliseconds=duration)
             call = calls[key] = {"tool": data.get("tool"), "start": began, "agent": row.agent_id}
             order.append(key)
         call["end"] = at

@@ -641,6 +641,22 @@ def test_prefix_end_stops_before_the_first_young_row(store: Store) -> None:
     assert prefix_end(store, at(-1)) == 0
 
 
+def test_prefix_end_passes_rows_stamped_at_no_time_or_later_than_any_append(store: Store) -> None:
+    """Such rows (written by another client) would otherwise stop every prune, for good."""
+    now = at(30 * 60 * 24)
+    stamped = [row._replace(timestamp=stamp) for row, stamp in zip(
+        rows(*(bid("t", "a", n, minute=n) for n in range(4))),
+        ["yesterday", "9999-12-31T23:59:59.999999+00:00", "2026-01-01T00:00:00+00:00", ""],
+        strict=True)]
+    store.append([*rows(bid("t", "a", 9)), *stamped, *rows(bid("t", "a", 10, minute=60))])
+    assert prefix_end(store, at(1), now=now) == 5  # up to the young event at 60 minutes
+    assert prefix_end(store, at(61), now=now) == 6
+    ahead = now + timedelta(minutes=4)  # a clock a few minutes ahead: young, not impossible
+    store.append(rows(bid("t", "a", 11, minute=(ahead - EPOCH) / timedelta(minutes=1)),
+                      bid("t", "a", 12)))
+    assert prefix_end(store, now, now=now) == 6
+
+
 # -- snapshots -------------------------------------------------------------------------------------
 
 

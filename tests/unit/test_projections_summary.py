@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.errors import ProjectionError
+from domain.errors import InvalidEvent, ProjectionError
 from domain.events import Event, EventType
 from domain.task import TaskStatus
 from projections.agents import online_agents
@@ -89,6 +90,19 @@ def test_events_in_the_last_minutes_count_whole_minutes() -> None:
         events_since(state, 1, now.replace(tzinfo=None))
 
 
+def test_events_since_counts_up_to_now_and_takes_any_window_without_overflow() -> None:
+    state = summary(ev(_T.SYSTEM_INFO, at=T0), ev(_T.SYSTEM_ERROR, at=T0, minute=4))
+    assert events_since(state, 60, T0 + timedelta(seconds=30)) == {"system.info": 1}
+    assert events_since(state, 60, T0 + timedelta(minutes=4)) == {"system.info": 1,
+                                                                 "system.error": 1}
+    assert events_since(state, 10**15, T0) == {"system.info": 1}  # further back than datetime
+    assert events_since(state, 0, datetime.max.replace(tzinfo=UTC)) == {}
+    assert events_since(state, 60, datetime.min.replace(tzinfo=UTC)) == {}
+    for bad in (math.nan, math.inf, -1):
+        with pytest.raises(InvalidEvent, match="minutes"):
+            events_since(state, bad, T0)
+
+
 def test_buckets_older_than_the_range_are_dropped_and_such_windows_refused() -> None:
     # Events far apart: the sweep keeps the newest minutes; a late, old event is dropped.
     events = [ev(_T.SYSTEM_INFO, at=T0, minute=m) for m in range(0, 12)]
@@ -105,9 +119,11 @@ def test_buckets_older_than_the_range_are_dropped_and_such_windows_refused() -> 
 @settings(max_examples=60)
 @given(event_sequences(), st.sampled_from([3, 60, 1440]), st.integers(0, 5000),
        st.integers(0, 3 * 24 * 60 + 60))
-def test_events_since_equals_the_log_count_from_that_minute(
+def test_events_since_equals_the_log_count_from_that_minute_through_nows(
     events: list[Event], buckets: int, minutes: int, now_minute: int
 ) -> None:
+    """Whole minutes, from the minute `minutes` before now through now's minute: an event
+    stamped after that is not recent yet, however the log's clocks differ."""
     store = MemoryStore()
     store.append(rows(*events))  # (a repeated event is stored once)
     p = ReadModelsProjection(minute_buckets=buckets)
@@ -120,7 +136,7 @@ def test_events_since_equals_the_log_count_from_that_minute(
     except ProjectionError:
         assert state.dropped_through is not None and minute_of(since) <= state.dropped_through
         return
-    assert found == store.count_by_type(since=since)
+    assert found == store.count_by_type(since, now.replace(second=0) + timedelta(minutes=1))
 
 
 def test_the_state_round_trips_through_json() -> None:
