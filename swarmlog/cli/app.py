@@ -149,8 +149,16 @@ def moment(value: str | None, option: str) -> datetime | None:
         raise click.BadParameter(str(e), param_hint=option) from None
 
 
-#: A progress bar appears once an operation has run this long (a quick one shows none).
+#: A progress bar appears once an operation has run this long (a quick one shows none);
+#: `$SWARMLOG_PROGRESS_AFTER` (seconds) overrides it.
 SHOW_PROGRESS_AFTER = 0.5
+
+
+def _show_progress_after() -> float:
+    try:
+        return max(0.0, float(os.environ.get("SWARMLOG_PROGRESS_AFTER", SHOW_PROGRESS_AFTER)))
+    except ValueError:
+        return SHOW_PROGRESS_AFTER
 
 
 class _Rate(ProgressColumn):
@@ -174,12 +182,12 @@ def progress(label: str, enabled: bool = True) -> Iterator[Callable[[int, int], 
                    TextColumn("left"), TimeRemainingColumn(), TimeElapsedColumn(),
                    console=console, transient=True)
     task = bar.add_task(label, total=None)
-    began, shown = time.monotonic(), False
+    began, shown, after = time.monotonic(), False, _show_progress_after()
 
     def update(done: int, total: int) -> None:
         nonlocal shown
         bar.update(task, completed=done, total=total or None)
-        if not shown and time.monotonic() - began >= SHOW_PROGRESS_AFTER:
+        if not shown and time.monotonic() - began >= after:
             bar.start()
             shown = True
 

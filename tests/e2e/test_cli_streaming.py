@@ -93,7 +93,7 @@ def _on_a_terminal(*args: str) -> tuple[int, str, str]:
     reader.start()
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "TERM")}
     done = subprocess.run([*SWARMLOG, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=slave,
-                          env={**env, "TERM": "xterm"}, timeout=120)
+                          env={**env, "TERM": "xterm", "SWARMLOG_PROGRESS_AFTER": "0"}, timeout=120)
     os.close(slave)
     reader.join(timeout=10)
     os.close(master)

@@ -287,7 +287,7 @@ def test_a_prune_killed_at_any_moment_leaves_the_log_before_or_after(tmp_path: P
         shutil.copy(original, path)
         child = subprocess.Popen([sys.executable, "-c", PRUNER, str(path), cutoff,
                                   str(tmp_path / f"archive{attempt}")])
-        time.sleep(duration * attempt / 11)
+        time.sleep(duration * attempt / 8)  # the last few outlast an unkilled prune
         child.kill()
         child.wait()
         assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
