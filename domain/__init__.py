@@ -14,6 +14,7 @@ from domain.codec import (
 from domain.errors import (
     ConcurrencyError,
     CorruptEvent,
+    InvalidArgument,
     InvalidEvent,
     InvalidTransition,
     ProjectionError,
@@ -63,6 +64,7 @@ __all__ = [
     "ErrorCaptured",
     "Event",
     "EventType",
+    "InvalidArgument",
     "InvalidEvent",
     "InvalidTransition",
     "ProjectionError",

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.codec import StoredEvent, decode
-from domain.errors import InvalidEvent
+from domain.errors import InvalidArgument, InvalidEvent
 from domain.events import Event, EventType
 from domain.ids import new_event_id, utc_now
 from domain.lenient import encode_as_given, nonconformity
@@ -283,5 +283,9 @@ def prune_events(older_than_days: int = 30) -> int:
     returns how many were removed."""
     days = older_than_days
     if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days < 10**6:
-        raise InvalidEvent("older_than_days", f"must be a number of days >= 0, got {days!r}")
-    return _log().prune(older_than=timedelta(days=days)).removed
+        raise InvalidArgument("older_than_days", f"must be a number of days >= 0, got {days!r}")
+    try:
+        cutoff = utc_now() - timedelta(days=days)
+    except OverflowError:
+        raise InvalidArgument("older_than_days", f"{days!r} days ago is before year 1") from None
+    return _log().prune(before=cutoff).removed

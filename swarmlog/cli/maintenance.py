@@ -30,7 +30,7 @@ from swarmlog.cli.listing import event_filter, filter_options
 from swarmlog.demo import DemoConfig, run_demo
 from swarmlog.jsonl import JsonLines, export_events, import_rows
 from swarmlog.log import VacuumReport
-from swarmlog.timeparse import DURATION_HELP, parse_duration
+from swarmlog.timeparse import DURATION_HELP, ago, parse_duration
 
 
 def _many(count: int, thing: str) -> str:
@@ -207,7 +207,7 @@ def prune(older_than: str | None, before: str | None, archive: str | None, dry_r
     kwargs: dict[str, Any] = {"archive": archive, "dry_run": dry_run}
     if older_than is not None:
         try:
-            kwargs["older_than"] = parse_duration(older_than)
+            kwargs["before"] = ago(parse_duration(older_than))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--older-than") from None
     else:
