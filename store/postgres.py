@@ -176,10 +176,13 @@ class PostgresStore(SQLStore):
                 raise StoreError(
                     f"{self.location} has schema version {found}, newer than this swarmlog "
                     f"understands ({SCHEMA_VERSION}); upgrade swarmlog")
+            if self.read_only and not found:
+                raise StoreError(f"{self.location} is not a swarmlog log (it has no swarmlog "
+                                 "tables); nothing was changed")
             if self.read_only and found < SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.location} has no swarmlog log, or one that needs a schema upgrade "
-                    f"(version {found} to {SCHEMA_VERSION}): open it writable once")
+                    f"{self.location} needs a schema upgrade (version {found} to "
+                    f"{SCHEMA_VERSION}) and is opened read-only: open it for writing once")
             for version, name, sql in MIGRATIONS:
                 if version > found:
                     conn.execute(sql.encode())  # several statements: no parameters

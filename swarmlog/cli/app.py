@@ -115,10 +115,13 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON (the rows of the table).")(f)
 
 
-def open_log(create: bool = False) -> EventLog:
-    """The one place the CLI opens the log; a missing file is an error unless `create`."""
+def open_log(*, write: bool = False, create: bool = False) -> EventLog:
+    """The one place the CLI opens the log: read-only (it creates, migrates and writes nothing)
+    unless the command `write`s; a missing file, or one that is no swarmlog log, is an error
+    unless the command may `create` the log."""
     ctx = click.get_current_context()
-    log = EventLog(ctx.meta.get(_DB) or default_location(), create=create)
+    log = EventLog(ctx.meta.get(_DB) or default_location(), create=create,
+                   read_only=not (write or create))
     ctx.call_on_close(log.close)
     return log
 

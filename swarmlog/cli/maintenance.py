@@ -154,7 +154,7 @@ def snapshot(as_json: bool) -> None:
     Example:
         swarmlog snapshot
     """
-    log = open_log()
+    log = open_log(write=True)
     with progress("folding the read models") as update:
         log.catch_up(progress=update)
     ids = log.snapshot()
@@ -212,7 +212,7 @@ def prune(older_than: str | None, before: str | None, archive: str | None, dry_r
             raise click.BadParameter(str(e), param_hint="--older-than") from None
     else:
         kwargs["before"] = moment(before, "--before")
-    log = open_log()
+    log = open_log(write=True)
     with progress("pruning") as update:
         report = log.prune(progress=update, **kwargs)
     data: dict[str, Any] = {"removed": report.removed, "first_position": report.first_position,
@@ -251,7 +251,7 @@ def vacuum(as_json: bool) -> None:
     Example:
         swarmlog vacuum
     """
-    data = _vacuum_data(open_log().vacuum())
+    data = _vacuum_data(open_log(write=True).vacuum())
     if as_json:
         emit_json(data)
     else:
