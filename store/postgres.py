@@ -39,7 +39,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
 from store.chain import Chain, configured_chain
-from store.location import redact
+from store.location import passwords, redact, scrub, url_problem
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from store.sql import Dialect, SQLStore
 
@@ -92,6 +92,29 @@ def _head_of(payload: str) -> int:
 
 
 
+class _OneLine(logging.Filter):
+    """Makes what psycopg and its pool log one line, without any password a store was opened
+    with: during an outage the pool warns of every failed reconnection, in libpq's words,
+    which span lines ("Connection refused / Is the server running...")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        cleaned = scrub(" ".join(lines), sorted(self.secrets, key=len, reverse=True))
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_one_line_logs = _OneLine()
+for _name in ("psycopg", "psycopg.pool"):
+    logging.getLogger(_name).addFilter(_one_line_logs)
+
+
 class _Transaction:
     """The write transaction open on this thread: its connection, nesting depth and head."""
 
@@ -116,6 +139,11 @@ class PostgresStore(SQLStore):
         self.chain = configured_chain() if chain is None else chain
         self._lock_timeout = lock_timeout
         self._local = threading.local()
+        problem = url_problem(url)
+        if problem is not None:
+            raise StoreError(f"cannot open {self.location}: the URL has {problem}")
+        self._secrets = passwords(url)
+        _one_line_logs.secrets.update(self._secrets)
         try:
             with psycopg.connect(url, autocommit=True,
                                  connect_timeout=max(1, round(connect_timeout))) as conn:
@@ -154,7 +182,7 @@ class PostgresStore(SQLStore):
             text = f"no connection to the server ({e})"
         else:
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return StoreError(f"cannot {doing} {self.location}: {text}")
+        return StoreError(f"cannot {doing} {self.location}: {scrub(text, self._secrets)}")
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
