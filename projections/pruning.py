@@ -26,7 +26,7 @@ from typing import Any
 from domain.codec import StoredEvent, timestamp_text
 from domain.errors import ProjectionError
 from projections.base import PAGE_SIZE, Cold, Projection, fold_page
-from store.archive import read_segment, segment_name, to_line, write_segment
+from store.archive import read_segment, segment_name, tidy_segments, to_line, write_segment
 from store.base import PruneRecord, SnapshotRecord, Store, first_stored, prefix_end
 
 
@@ -42,6 +42,7 @@ class PruneReport:
     archive_path: str | None = None
     archive_sha256: str | None = None
     dry_run: bool = False
+    archive_cleanup: list[str] = field(default_factory=list)  # what killed prunes left, removed
 
 
 #: The snapshots each projection keeps (see `retire`), besides the one at the latest prune's cut.
@@ -179,6 +180,7 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
         if dry_run:
             path = None if archive is None else str(Path(archive) / segment_name(first, end))
             return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True)
+        tidied = [] if archive is None else tidy_segments(archive, store)
         bases = [restore(store, p, upto=end) for p in projections]
         states = [state for state, _ in bases]
         start = min((position for _, position in bases), default=end)
@@ -212,4 +214,4 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
         removed = store.remove_prefix(first, end, cutoff_text, path, digest)
         if removed != end - first + 1:
             raise ProjectionError(f"prune expected to remove {end - first + 1} events, found {removed}")
-    return PruneReport(removed, first, end, cutoff, ids, path, digest)
+    return PruneReport(removed, first, end, cutoff, ids, path, digest, archive_cleanup=tidied)

@@ -219,12 +219,14 @@ def prune(older_than: str | None, before: str | None, archive: str | None, dry_r
             "last_position": report.last_position, "cutoff": report.cutoff,
             "dry_run": report.dry_run, "snapshot_ids": list(report.snapshot_ids),
             "archive_path": report.archive_path, "archive_sha256": report.archive_sha256,
-            "vacuum": None}
+            "archive_cleanup": report.archive_cleanup, "vacuum": None}
     if then_vacuum and not dry_run:
         data["vacuum"] = _vacuum_data(log.vacuum())
     if as_json:
         emit_json(data)
         return
+    for line in report.archive_cleanup:
+        click.echo(f"archive: {line}")
     verb = "would prune" if dry_run else "pruned"
     if not report.removed:
         click.echo(f"nothing to prune: no stored event is older than {data['cutoff']:%Y-%m-%d %H:%M:%S} UTC")
