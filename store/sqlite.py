@@ -67,6 +67,8 @@ class SQLiteStore(SQLStore):
                                            and not os.access(self.location, os.W_OK))
         except OSError as e:
             raise StoreError(f"cannot open {self.location}: {e.strerror}") from e
+        except (UnicodeError, ValueError) as e:  # (a lone surrogate, a NUL character)
+            raise StoreError(f"cannot open {self.location!r}: no file can have that name") from e
         if (read_only or not create) and not found:
             raise StoreError(f"no swarmlog database at {self.location}")
         if not found:
@@ -87,6 +89,8 @@ class SQLiteStore(SQLStore):
                                              check_same_thread=False, timeout=busy_timeout)
         except sqlite3.Error as e:
             raise self._error("open", e) from e
+        except (UnicodeError, ValueError) as e:  # (a lone surrogate, a NUL character)
+            raise StoreError(f"cannot open {self.location!r}: no file can have that name") from e
         try:
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             # Before anything is written (WAL mode included): is this a log to open?

@@ -10,6 +10,9 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 
+#: The longest "recent" window, in minutes (about 190 years).
+MAX_WINDOW_MINUTES = 10**8
+
 DURATION_HELP = "a duration like 90s, 15m, 2h, 1h30m, 30d or 2w"
 MOMENT_HELP = f"{DURATION_HELP} (that long ago), 'now', or an ISO-8601 date/time (UTC if no offset)"
 
