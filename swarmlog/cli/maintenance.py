@@ -319,6 +319,8 @@ def import_(path: str, as_json: bool) -> None:
     """
     if path != "-" and not Path(path).is_file():
         fail(f"no such file: {path}")
+    if path != "-":
+        not_the_log(path, "FILE")
     source = JsonLines(path)
     with progress("checking") as update:
         checked = source.check(progress=update)  # before the database is even created

@@ -223,7 +223,7 @@ def test_every_command_answers_hostile_arguments_with_0_or_one_line_and_2(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
-@settings(max_examples=400, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                    HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_command_answers_hostile_arguments_at_length(
@@ -247,6 +247,7 @@ def test_every_command_answers_hostile_arguments_at_length(
     ["status", "--db", f"postgresql://swarm:{SECRET}%ZZ@127.0.0.1:1/swarm"],
     ["serve", "--host", "999.1.1.1", "--token", "a-long-token"],
     ["import", "notes.txt"],
+    ["import", "empty.db", "--db", "empty.db"],
     ["export", "-o", "log.db"],
     ["checkpoint", "--witness", "notes.txt", "--signing-key", "new.key"],
 ], ids=" ".join)
