@@ -15,6 +15,15 @@ class InvalidEvent(SwarmlogError, ValueError):
         super().__init__(f"invalid event: {field}: {message}")
 
 
+class InvalidArgument(InvalidEvent, TypeError):
+    """An argument of a call was refused (of the wrong type, or out of range): nothing was done.
+    Also a ValueError and a TypeError, as Python's own checks of such an argument are."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        SwarmlogError.__init__(self, f"invalid argument: {field}: {message}")
+
+
 class InvalidTransition(SwarmlogError):
     """A command does not fit the current state of its task or agent; nothing was appended."""
 

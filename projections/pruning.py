@@ -35,7 +35,7 @@ from typing import Any
 from domain.codec import StoredEvent, fold_row, timestamp_text
 from domain.errors import ProjectionError
 from projections.base import Cold, Projection, fold_page, whole
-from store.archive import read_segment, segment_name, to_line, write_segment
+from store.archive import read_segment, segment_name, tidy_segments, to_line, write_segment
 from store.base import PruneRecord, SnapshotRecord, Store, first_stored, prefix_end
 
 
@@ -53,6 +53,8 @@ class PruneReport:
     dry_run: bool = False
     #: Rows a killed prune had recorded as pruned, deleted first.
     resumed: int = 0
+    #: What killed prunes left in the archive folder, removed (one line each).
+    archive_cleanup: list[str] = field(default_factory=list)
 
 
 #: The snapshots each projection keeps (see `retire`), besides the one at the latest prune's cut.
@@ -193,6 +195,7 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
         path = None if archive is None else str(Path(archive) / segment_name(first, end))
         return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True,
                            resumed=resumed)
+    tidied = [] if archive is None else tidy_segments(archive, store)
     bases = [restore(store, p, upto=end) for p in projections]
     states = [state for state, _ in bases]
     positions = [position for _, position in bases]
@@ -225,7 +228,8 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
     store.record_prune(first, end, cutoff_text, path, digest)
     removed = _in_steps(store.delete_pruned)
     retire(store, projections)
-    return PruneReport(removed, first, end, cutoff, ids, path, digest, resumed=resumed)
+    return PruneReport(removed, first, end, cutoff, ids, path, digest, resumed=resumed,
+                       archive_cleanup=tidied)
 
 
 def finish_deleting(store: Store) -> int:

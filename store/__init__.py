@@ -19,7 +19,7 @@ from store.base import (
     prefix_end,
     stored_count,
 )
-from store.location import is_url, redact
+from store.location import is_key_value, is_url, redact
 from store.memory import MemoryStore
 from store.sqlite import SQLiteStore
 
@@ -49,6 +49,9 @@ def open_store(location: str | os.PathLike[str], *, create: bool = True,
     """A store for an SQLite file path or a `postgresql://` URL; `read_only` opens one that
     must exist, and creates, migrates and writes nothing."""
     text = str(location)
+    if is_key_value(text) and not os.path.exists(text):
+        raise StoreError(f"cannot open {redact(text)}: that is libpq's key=value form; give a "
+                         "postgresql:// URL (anything else is an SQLite file's path)")
     if is_url(text):
         try:
             from store.postgres import PostgresStore

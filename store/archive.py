@@ -16,10 +16,14 @@ plain or compressed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hashlib
+import logging
 import os
 import queue
+import re
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +34,12 @@ import orjson
 
 from domain.codec import StoredEvent, check_integers
 from domain.errors import InvalidEvent, StoreError
+from store.base import Store, first_stored
+
+try:
+    import fcntl
+except ImportError:  # (not on Windows: temporary files are then never taken for a killed prune's)
+    fcntl = None  # type: ignore[assignment]
 
 _TEXT = ("id", "event_type", "source", "timestamp")
 #: Every key a line may have (what `to_line` writes, and the lines of earlier exports).
@@ -150,16 +160,20 @@ def segment_name(first: int, last: int) -> str:
 
 def write_segment(directory: str | os.PathLike[str], first: int, last: int,
                   lines: Iterable[bytes]) -> tuple[str, str]:
-    """Write one compressed segment of JSON lines (`to_line`) durably: a temp file,
-    fsync, rename, fsync the directory; returns (path, sha256 of the file). A failure, or an
-    exception from `lines`, leaves no file behind."""
+    """Write one compressed segment of JSON lines (`to_line`) durably; returns (path, sha256 of
+    the file). It is written to a new temporary file of an unpredictable name (made with
+    O_EXCL and O_NOFOLLOW: never through a link someone planted), locked while it is written
+    (see `tidy_segments`), fsynced, and given its final name only if nothing has that name: a
+    segment is never written over a file, or through a link, that is there (StoreError). A
+    failure, or an exception from `lines`, leaves no file behind."""
     folder = Path(directory)
     final = folder / segment_name(first, last)
-    temp = final.with_suffix(".tmp")
     digest = hashlib.sha256()
+    temp: Path | None = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as raw:
+        fd, temp = _temporary(folder, final.name)
+        with os.fdopen(fd, "wb") as raw:  # (closing it lets go of the lock)
             # Level 1: a third of level 6's time for a quarter more bytes (a prune holds the
             # write lock while it archives). The file is hashed as it is written.
             with gzip.GzipFile(fileobj=_Hashing(raw, digest), mode="wb", compresslevel=1,
@@ -167,7 +181,8 @@ def write_segment(directory: str | os.PathLike[str], first: int, last: int,
                 _pipe(lines, packed.write)
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(temp, final)
+            _place(temp, final)
+            temp = None
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -182,9 +197,118 @@ def write_segment(directory: str | os.PathLike[str], first: int, last: int,
     return str(final), digest.hexdigest()
 
 
-def _discard(path: Path) -> None:
+def _temporary(folder: Path, name: str) -> tuple[int, Path]:
+    """A new file for the segment `name`, private, of an unpredictable name, locked."""
+    while True:
+        fd, made = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A tidy that took it for a killed prune's, before it was locked, removed it:
+                # make another.
+                if os.stat(made, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+                    os.close(fd)
+                    continue
+            return fd, Path(made)
+        except BaseException:
+            os.close(fd)
+            _discard(Path(made))
+            raise
+
+
+def _place(temp: Path, final: Path) -> None:
+    """Give the written `temp` the name `final`, which nothing may hold (not even a link)."""
+    try:
+        os.link(temp, final, follow_symlinks=False)
+    except FileExistsError:
+        raise StoreError(f"cannot write the archive segment {final}: it already exists (a "
+                         "segment of another log, or something else): move it away, or "
+                         "archive elsewhere") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(final):  # a file system without hard links: look, then rename
+            raise StoreError(f"cannot write the archive segment {final}: it already "
+                             "exists: move it away, or archive elsewhere") from None
+        os.rename(temp, final)
+        return
+    os.unlink(temp)
+
+
+def _discard(path: Path | None) -> None:
     with contextlib.suppress(OSError):  # (it may never have been made)
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+#: What `write_segment` writes, and what earlier versions wrote first ("events-...jsonl.tmp").
+_SEGMENT = re.compile(r"events-(\d{12})-(\d{12})\.jsonl\.gz")
+_TEMPORARY = re.compile(r"\.events-\d{12}-\d{12}\.jsonl\.gz\.\w+\.tmp|events-\d{12}-\d{12}\.jsonl\.tmp")
+
+
+def tidy_segments(directory: str | os.PathLike[str], store: Store) -> list[str]:
+    """Remove from an archive folder what killed prunes of this log left, and say what, one
+    line each (also logged as warnings): temporary files no live writer holds, and whole
+    segments of events the log still stores — a prune killed after it wrote its segment and
+    before it committed deleted nothing, so no prune record names them — once their first line
+    is the log's own row at that position. Anything else (another log's segments, links, other
+    files) is left alone. Run it where no other prune of the log runs (in the prune's write
+    transaction)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    first, head, done = first_stored(store), store.head(), []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        path = Path(entry.path)
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        if _TEMPORARY.fullmatch(entry.name):
+            if _remove_unless_held(path):
+                done.append(f"removed {path}: a partial segment a killed prune left")
+        elif (found := _SEGMENT.fullmatch(entry.name)) is not None:
+            low, high = int(found[1]), int(found[2])
+            if first <= low <= high <= head and _first_line(path) == _line_at(store, low):
+                _discard(path)
+                done.append(f"removed {path}: a killed prune wrote it, and the log still "
+                            f"stores events {low}..{high}")
+    for line in done:
+        logging.getLogger("swarmlog").warning("%s", line)
+    return done
+
+
+def _remove_unless_held(path: Path) -> bool:
+    """Remove a temporary segment unless a live writer holds its lock."""
+    if fcntl is None:
+        return False  # (no locks to tell a live writer by)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:
+            return False
+        path.unlink()
+        return True
+    except OSError:  # held (BlockingIOError), or gone meanwhile
+        return False
+    finally:
+        os.close(fd)
+
+
+def _first_line(path: Path) -> bytes | None:
+    """The first line of a segment, read without following a link (None: not readable)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as raw, gzip.open(raw) as lines:
+            return lines.readline()
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def _line_at(store: Store, position: int) -> bytes | None:
+    row = next(iter(store.read(position - 1, position)), None)
+    return None if row is None or row.position != position else to_line(row)
 
 
 class _Hashing:

@@ -55,7 +55,11 @@ class DataCondition:
         """`value` as a number, if it is one (JSON's spelling)."""
         if not _NUMBER.fullmatch(self.value):
             return None
-        return float(self.value) if any(c in self.value for c in ".eE") else int(self.value)
+        if any(c in self.value for c in ".eE") or len(self.value) > 300:
+            return float(self.value)  # (inf beyond a double's range)
+        whole = int(self.value)
+        # Beyond 64 bits the databases hold a number as a double, and compare it as one.
+        return whole if -(2**63) <= whole < 2**63 else float(whole)
 
     def holds(self, row: StoredEvent) -> bool:
         """Whether the row satisfies the condition (the plain definition the SQL follows)."""

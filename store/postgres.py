@@ -39,7 +39,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from domain.codec import StoredEvent
 from domain.errors import CommitInDoubt, ConcurrencyError, StoreError
 from store.chain import Chain, configured_chain
-from store.location import redact
+from store.location import passwords, redact, scrub, url_problem
 from store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
 from store.sql import Dialect, SQLStore
 
@@ -96,6 +96,29 @@ def _head_of(payload: str) -> int:
 
 
 
+class _OneLine(logging.Filter):
+    """Makes what psycopg and its pool log one line, without any password a store was opened
+    with: during an outage the pool warns of every failed reconnection, in libpq's words,
+    which span lines ("Connection refused / Is the server running...")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        cleaned = scrub(" ".join(lines), sorted(self.secrets, key=len, reverse=True))
+        if cleaned != text:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_one_line_logs = _OneLine()
+for _name in ("psycopg", "psycopg.pool"):
+    logging.getLogger(_name).addFilter(_one_line_logs)
+
+
 class _Transaction:
     """The write transaction open on this thread: its connection, nesting depth and head."""
 
@@ -120,6 +143,11 @@ class PostgresStore(SQLStore):
         self.chain = configured_chain() if chain is None else chain
         self._lock_timeout = lock_timeout
         self._local = threading.local()
+        problem = url_problem(url)
+        if problem is not None:
+            raise StoreError(f"cannot open {self.location}: the URL has {problem}")
+        self._secrets = passwords(url)
+        _one_line_logs.secrets.update(self._secrets)
         try:
             with psycopg.connect(url, autocommit=True,
                                  connect_timeout=max(1, round(connect_timeout))) as conn:
@@ -158,7 +186,7 @@ class PostgresStore(SQLStore):
             text = f"no connection to the server ({e})"
         else:
             text = _first_line(e)
-        return StoreError(f"cannot {doing} {self.location}: {text}")
+        return StoreError(f"cannot {doing} {self.location}: {scrub(text, self._secrets)}")
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
@@ -180,10 +208,13 @@ class PostgresStore(SQLStore):
                 raise StoreError(
                     f"{self.location} has schema version {found}, newer than this swarmlog "
                     f"understands ({SCHEMA_VERSION}); upgrade swarmlog")
+            if self.read_only and not found:
+                raise StoreError(f"{self.location} is not a swarmlog log (it has no swarmlog "
+                                 "tables); nothing was changed")
             if self.read_only and found < SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.location} has no swarmlog log, or one that needs a schema upgrade "
-                    f"(version {found} to {SCHEMA_VERSION}): open it writable once")
+                    f"{self.location} needs a schema upgrade (version {found} to "
+                    f"{SCHEMA_VERSION}) and is opened read-only: open it for writing once")
             for version, name, sql in MIGRATIONS:
                 if version > found:
                     conn.execute(sql.encode())  # several statements: no parameters

@@ -67,6 +67,8 @@ class SQLiteStore(SQLStore):
                                            and not os.access(self.location, os.W_OK))
         except OSError as e:
             raise StoreError(f"cannot open {self.location}: {e.strerror}") from e
+        except (UnicodeError, ValueError) as e:  # (a lone surrogate, a NUL character)
+            raise StoreError(f"cannot open {self.location!r}: no file can have that name") from e
         if (read_only or not create) and not found:
             raise StoreError(f"no swarmlog database at {self.location}")
         if not found:
@@ -85,15 +87,26 @@ class SQLiteStore(SQLStore):
             else:
                 self._conn = sqlite3.connect(self.location, isolation_level=None,
                                              check_same_thread=False, timeout=busy_timeout)
+        except sqlite3.Error as e:
+            raise self._error("open", e) from e
+        except (UnicodeError, ValueError) as e:  # (a lone surrogate, a NUL character)
+            raise StoreError(f"cannot open {self.location!r}: no file can have that name") from e
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            # Before anything is written (WAL mode included): is this a log to open?
+            applied = self._applied(create=create)
+            if not self.read_only:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             # The DELETE guard asks this; only swarmlog's own connections define it.
             self._conn.create_function("swarmlog_pruning", 0, lambda: int(self._pruning),
                                        deterministic=False)
-            self._migrate()
-        except sqlite3.Error as e:
-            raise self._error("open", e) from e
+            self._migrate(applied)
+        except BaseException as e:
+            self._conn.close()
+            if isinstance(e, sqlite3.Error):
+                raise self._error("open", e) from e
+            raise
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -105,7 +118,10 @@ class SQLiteStore(SQLStore):
             text = f"{text} (is {self.location} a swarmlog SQLite file?)"
         return StoreError(f"cannot {doing} {self.location}: {text}")
 
-    def _migrate(self) -> None:
+    def _applied(self, *, create: bool) -> list[str]:
+        """The swarmlog migrations the file has applied, or StoreError when it is not a log to
+        open: from a newer swarmlog; not a swarmlog log at all (unless `create`: then it
+        becomes one, beside whatever tables it holds); in need of an upgrade when read-only."""
         # swarmlog's schema version is the list of its migrations applied (in sqlite-utils'
         # `_sqlite_migrations`), never `PRAGMA user_version`: that is the host's, in a shared file.
         db = Database(self._conn)
@@ -115,14 +131,28 @@ class SQLiteStore(SQLStore):
             raise StoreError(
                 f"{self.location} has swarmlog migrations this swarmlog does not know "
                 f"({', '.join(unknown)}): it was written by a newer swarmlog; upgrade swarmlog")
+        if applied or self.location == ":memory:":
+            if self.read_only and len(applied) < len(NAMES):
+                raise StoreError(
+                    f"{self.location} needs a schema upgrade ({len(NAMES) - len(applied)} "
+                    "migrations) and is opened read-only: open it for writing once")
+            return applied
+        if not db["event_log"].exists():
+            if self.read_only or not create:
+                raise StoreError(f"{self.location} is not a swarmlog log (it has no event_log "
+                                 "table); nothing was changed")
+        elif self.read_only:
+            raise StoreError(f"{self.location} holds an event log swarmlog has not upgraded yet, "
+                             "and is opened read-only: open it for writing once (a writing "
+                             "command, or the library) to upgrade it in place")
+        return applied
+
+    def _migrate(self, applied: list[str]) -> None:
         if len(applied) == len(NAMES):
             return
-        if self.read_only:
-            raise StoreError(f"{self.location} is read-only and needs a schema upgrade "
-                             f"({len(NAMES) - len(applied)} migrations): open it writable once")
         with self.transaction():  # one writer migrates; a racing opener waits, then finds it done
             pending = [name for name in NAMES if name not in set(applied)]
-            migrations.apply(db)
+            migrations.apply(Database(self._conn))
             self._chain_stored_rows()
         log.info("migrated %s: %s", self.location, ", ".join(pending))
 

@@ -21,9 +21,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from reprlib import repr as shown
 from typing import Any
 
-from domain.errors import InvalidEvent, InvalidTransition
+from domain.errors import InvalidArgument, InvalidEvent, InvalidTransition
 from domain.ids import utc_now
 from swarmlog.coordinator import Coordinator, Decision
 from swarmlog.log import EventLog
@@ -61,9 +62,19 @@ _SYSTEM_ERRORS = (
 )
 
 
+#: How big and how long a demo can be.
+MAX_AGENTS, MAX_TASKS, MAX_DAYS = 10_000, 1_000_000, 36_525
+
+
+def _whole(name: str, value: object, least: int, most: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise InvalidArgument(name, f"must be a whole number from {least} to {most:,}, got {shown(value)}")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
-    """How big the swarm is and how it behaves. `start` None: `default_start(days)`."""
+    """How big the swarm is and how it behaves. `start` None: `default_start(days)`.
+    InvalidArgument names a value out of range."""
 
     agents: int = 20
     tasks: int = 500
@@ -73,14 +84,23 @@ class DemoConfig:
     start: datetime | None = None
 
     def __post_init__(self) -> None:
-        if self.agents < 1 or self.tasks < 0:
-            raise ValueError("a demo needs at least one agent and a non-negative number of tasks")
-        if not 0 <= self.failure_rate <= 1:
-            raise ValueError(f"failure rate {self.failure_rate} is not between 0 and 1")
-        if self.days <= 0:
-            raise ValueError(f"days must be positive, got {self.days}")
-        if self.start is not None and self.start.tzinfo is None:
-            raise ValueError("start must be timezone-aware")
+        _whole("agents", self.agents, 1, MAX_AGENTS)
+        _whole("tasks", self.tasks, 0, MAX_TASKS)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InvalidArgument("seed", f"must be a whole number, got {shown(self.seed)}")
+        for name, value, most in (("failure_rate", self.failure_rate, 1), ("days", self.days, MAX_DAYS)):
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 <= value <= most or (name == "days" and value == 0):
+                raise InvalidArgument(name, f"must be a number from 0 to {most:,}"
+                                            f"{' (not 0)' if name == 'days' else ''}, got {shown(value)}")
+        if self.start is not None:
+            if not isinstance(self.start, datetime) or self.start.utcoffset() is None:
+                raise InvalidArgument("start", f"must be a timezone-aware datetime, got {shown(self.start)}")
+            try:  # (the run's last tasks end a little after its span)
+                self.start.astimezone(UTC) + timedelta(days=self.days + 1)
+            except OverflowError:
+                raise InvalidArgument("start", f"{self.start.isoformat()} and {self.days:g} days "
+                                               "after it do not fit before the year 10000") from None
 
 
 @dataclass

@@ -33,15 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from reprlib import repr as shown
 from typing import Any
 
 from domain.codec import StoredEvent, decode
-from domain.errors import InvalidEvent
+from domain.errors import InvalidArgument, SwarmlogError
 from domain.events import Event, EventType
 from domain.ids import new_event_id, utc_now
 from domain.lenient import encode_as_given, nonconformity
 from store import EventFilter, is_url
 from swarmlog.log import EventLog, default_location
+from swarmlog.timeparse import MAX_WINDOW_MINUTES
 
 __all__ = [
     "DB_PATH",
@@ -143,6 +145,8 @@ def subscribe(callback: Callable[[EventLogEntry], None]) -> Callable[[], None]:
     """Call `callback(entry)` for every event `log_event` stores, after it is committed, in
     the order stored (in this process). A callback that raises is logged and changes nothing.
     Returns the function that unsubscribes it."""
+    if not callable(callback):
+        raise InvalidArgument("callback", f"must be callable, got {type(callback).__name__}")
     with _lock:
         _subscribers.append(callback)
 
@@ -192,13 +196,22 @@ def _announce(entry: EventLogEntry) -> None:
 def log_event(event_type: EventType | str, source: str, task_id: str | None = None,
               agent_id: str | None = None, data: dict[str, Any] | None = None) -> EventLogEntry:
     """Store one event and return it. What the seed's module stored is stored, exactly: an event
-    that does not fit its type's schema is flagged (`conforms` False), not refused. Raises what
-    the seed raised for data that is not JSON (TypeError, ValueError), and InvalidEvent for an
-    unknown event type or a missing source. An event it stored is never reported as failed: when
-    the answer to the commit is lost it asks again with the same id (see `EventLog.record`);
-    only if the log stays out of reach does it raise CommitInDoubt, whose `event_ids` say what
-    to look for (`get_event`) once it is back."""
-    row = encode_as_given(event_type, source, task_id, agent_id, data)
+    that does not fit its type's schema is flagged (`conforms` False), not refused. Data that is
+    not JSON raises InvalidArgument, a TypeError and a ValueError as well (the seed's module
+    raised one of those, from `json.dumps`); an unknown event type or a missing source raises
+    InvalidEvent. An event it stored is never reported as failed: when the answer to the commit
+    is lost it asks again with the same id (see `EventLog.record`); only if the log stays out of
+    reach does it raise CommitInDoubt, whose `event_ids` say what to look for (`get_event`) once
+    it is back."""
+    for name, value in (("source", source), ("task_id", task_id), ("agent_id", agent_id)):
+        if isinstance(value, str):
+            _utf8(name, value)
+    try:
+        row = encode_as_given(event_type, source, task_id, agent_id, data)
+    except SwarmlogError:
+        raise
+    except (TypeError, ValueError, RecursionError) as e:  # json.dumps: not JSON, or too deep
+        raise InvalidArgument("data", f"is not JSON: {e}") from e
     with _lock:
         (stored,) = _log().record([row])
     entry = EventLogEntry.of(stored)
@@ -208,8 +221,19 @@ def log_event(event_type: EventType | str, source: str, task_id: str | None = No
 
 def get_event(event_id: str) -> EventLogEntry | None:
     """The event with this id, or None."""
-    found = _log().get(event_id)
+    if not isinstance(event_id, str):
+        raise InvalidArgument("event_id", f"must be text, got {type(event_id).__name__}")
+    found = _log().get(_utf8("event_id", event_id))
     return None if found is None else EventLogEntry.of(found)
+
+
+def _utf8(name: str, value: str) -> str:
+    """`value`, if it is text the database can hold (no lone surrogate)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(name, f"{shown(value)} is not UTF-8 text (a lone surrogate)") from None
+    return value
 
 
 def _text(name: str, value: object) -> str | None:
@@ -217,13 +241,13 @@ def _text(name: str, value: object) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise InvalidEvent(name, f"must be text, got {type(value).__name__}")
-    return value
+        raise InvalidArgument(name, f"must be text, got {type(value).__name__}")
+    return _utf8(name, value)
 
 
 def _count(name: str, value: object, *, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise InvalidEvent(name, f"must be a whole number >= {least}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value < 2**63:
+        raise InvalidArgument(name, f"must be a whole number from {least} to 2**63-1, got {shown(value)}")
     return value
 
 
@@ -244,8 +268,8 @@ def list_events(event_type: EventType | str | None = None, task_id: str | None =
 
 def _named(name: str, value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidEvent(name, f"must be a non-empty id, got {value!r}")
-    return value
+        raise InvalidArgument(name, f"must be a non-empty id, got {shown(value)}")
+    return _utf8(name, value)
 
 
 def get_task_events(task_id: str) -> list[EventLogEntry]:
@@ -259,8 +283,10 @@ def get_agent_events(agent_id: str) -> list[EventLogEntry]:
 
 
 def _window(minutes: object) -> timedelta:
-    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes < 10**8:
-        raise InvalidEvent("minutes", f"must be a number of minutes above 0, got {minutes!r}")
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) \
+            or not 0 < minutes < MAX_WINDOW_MINUTES:
+        raise InvalidArgument("minutes", f"must be a number of minutes above 0 and below "
+                                         f"{MAX_WINDOW_MINUTES:,}, got {shown(minutes)}")
     return timedelta(minutes=minutes)
 
 
@@ -286,5 +312,9 @@ def prune_events(older_than_days: int = 30) -> int:
     returns how many were removed."""
     days = older_than_days
     if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days < 10**6:
-        raise InvalidEvent("older_than_days", f"must be a number of days >= 0, got {days!r}")
-    return _log().prune(older_than=timedelta(days=days)).removed
+        raise InvalidArgument("older_than_days", f"must be a number of days >= 0, got {shown(days)}")
+    try:
+        cutoff = utc_now() - timedelta(days=days)
+    except OverflowError:
+        raise InvalidArgument("older_than_days", f"{shown(days)} days ago is before year 1") from None
+    return _log().prune(before=cutoff).removed

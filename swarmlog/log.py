@@ -9,11 +9,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.codec import StoredEvent, build_event, check_timestamp, encode
-from domain.errors import CommitInDoubt, InvalidEvent, StoreError
+from domain.errors import CommitInDoubt, InvalidArgument, InvalidEvent, StoreError
 from domain.events import Event, EventType
 from domain.ids import utc_now
 from projections import pruning
@@ -96,6 +96,30 @@ def _moment(row: StoredEvent) -> datetime:
     if moment is None or moment.tzinfo is None:
         raise InvalidEvent("timestamp", f"{row.timestamp!r} is not a time with a timezone")
     return moment
+
+
+def _cutoff(older_than: object, before: object) -> datetime:
+    """The cutoff of a prune, in UTC: `before`, or `older_than` (an age, 0 or more) ago;
+    InvalidArgument for anything else (a negative age would prune the young events too)."""
+    if (older_than is None) == (before is None):
+        raise InvalidArgument("prune", "give exactly one of older_than= or before=")
+    if before is not None:
+        if not isinstance(before, datetime):
+            raise InvalidArgument("before", f"must be a datetime, got {type(before).__name__}")
+        if before.utcoffset() is None:
+            raise InvalidArgument("before", f"{before.isoformat()} is naive; give a timezone")
+        try:
+            return before.astimezone(UTC)
+        except OverflowError:
+            raise InvalidArgument("before", f"{before.isoformat()} is before year 1 in UTC") from None
+    if not isinstance(older_than, timedelta):
+        raise InvalidArgument("older_than", f"must be a timedelta, got {type(older_than).__name__}")
+    if older_than < timedelta(0):
+        raise InvalidArgument("older_than", f"{older_than} is negative: an age is 0 or more")
+    try:
+        return utc_now() - older_than
+    except OverflowError:
+        raise InvalidArgument("older_than", f"{older_than.days} days ago is before year 1") from None
 
 
 class EventLog:
@@ -365,13 +389,10 @@ class EventLog:
               progress: Progress | None = None) -> PruneReport:
         """Delete the longest prefix of the log older than the cutoff, snapshotting every read
         model at the cut first (and archiving the prefix to `archive`, a directory, if given).
-        `progress(done, total)` hears of the fold of the prefix. The file does not shrink by
-        itself: see `vacuum`."""
-        if (older_than is None) == (before is None):
-            raise InvalidEvent("prune", "give exactly one of older_than= or before=")
-        if before is not None and before.tzinfo is None:
-            raise InvalidEvent("before", f"{before.isoformat()} is naive; give a timezone")
-        cutoff = before if before is not None else utc_now() - older_than  # type: ignore[operator]
+        The cutoff is `before` (timezone-aware) or `older_than` (an age of 0 or more) ago;
+        anything else is an InvalidArgument, and nothing is pruned. `progress(done, total)`
+        hears of the fold of the prefix. The file does not shrink by itself: see `vacuum`."""
+        cutoff = _cutoff(older_than, before)
         began = time.perf_counter()
         report = pruning.prune(self.store, self.projections, cutoff, archive, dry_run, progress)
         if report.removed and not dry_run:

@@ -85,7 +85,7 @@ def checkpoint(store: Store, witness: str | os.PathLike[str],
     file = Path(witness)
     try:
         lines = file.read_bytes().splitlines() if file.exists() else []
-        if lines and orjson.loads(lines[0]).get("public_key") != public:
+        if lines and _public_key_of(lines[0], witness) != public:
             raise StoreError(f"the witness {witness} holds checkpoints of another signing key")
         with open(file, "ab") as out:
             if not lines:
@@ -100,6 +100,17 @@ def checkpoint(store: Store, witness: str | os.PathLike[str],
     return point
 
 
+def _public_key_of(header: bytes, witness: str | os.PathLike[str]) -> str:
+    """The public key (hexadecimal) a witness file's first line names, or StoreError."""
+    try:
+        named: Any = orjson.loads(header)["public_key"]
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(named))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+        raise StoreError(f"{witness} is not a swarmlog witness file (its first line names no "
+                         f"Ed25519 public key: {type(e).__name__})") from e
+    return str(named)
+
+
 def read_witness(witness: str | os.PathLike[str], public_key: str | None = None
                  ) -> tuple[list[Checkpoint], list[str]]:
     """The checkpoints of a witness file whose signatures hold (with its own public key, or
@@ -110,11 +121,7 @@ def read_witness(witness: str | os.PathLike[str], public_key: str | None = None
         raise StoreError(f"cannot read the witness {witness}: {e.strerror}") from e
     if not lines:
         raise StoreError(f"the witness {witness} is empty")
-    try:
-        header: Any = orjson.loads(lines[0])
-        named = header["public_key"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as e:
-        raise StoreError(f"{witness} is not a swarmlog witness file ({e})") from e
+    named = _public_key_of(lines[0], witness)
     if public_key is not None and public_key != named:
         raise StoreError(f"the witness {witness} was signed with key {named}, not {public_key}")
     verifier = Ed25519PublicKey.from_public_bytes(bytes.fromhex(named))

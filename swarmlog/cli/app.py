@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -31,6 +32,7 @@ from rich.text import Text
 from domain.errors import SwarmlogError
 from domain.ids import utc_now
 from projections.models import ReadModels, counts
+from store import is_url
 from swarmlog import render
 from swarmlog.log import EventLog, default_location
 from swarmlog.timeparse import parse_moment
@@ -56,6 +58,12 @@ def fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
+def one_line(text: str) -> str:
+    """`text` as one printable line: line breaks, control characters and the like escaped
+    (an error message may quote what was typed)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Swarmlog(click.Group):
     """Runs a command and turns every expected failure into one line on stderr and exit code 2."""
 
@@ -69,6 +77,14 @@ class _Swarmlog(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(0) from None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:  # (bytes that are not UTF-8 reach Python as lone surrogates)
+            try:
+                arg.encode()
+            except UnicodeEncodeError:
+                raise CliError(f"{one_line(arg)} is not UTF-8 text") from None
+        return super().parse_args(ctx, args)
+
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
         try:
@@ -76,20 +92,21 @@ class _Swarmlog(click.Group):
             code = returned if isinstance(returned, int) else 0  # click returns Exit's code
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
-            click.echo(f"error: {e.format_message()}{hint}", err=True)
+            click.echo(f"error: {one_line(e.format_message())}{hint}", err=True)
             code = 2
         except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
+            click.echo(f"error: {one_line(e.format_message())}", err=True)
             code = e.exit_code
         except SwarmlogError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {one_line(str(e))}", err=True)
             code = 2
         except BrokenPipeError:
             # The reader went away (`swarmlog export | head`): stop quietly, like other tools.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             code = 0
         except OSError as e:
-            click.echo(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}", err=True)
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"error: {one_line(f'{e.strerror or e}{where}')}", err=True)
             code = 2
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
@@ -99,7 +116,39 @@ class _Swarmlog(click.Group):
         sys.exit(code)
 
 
+class Finite(click.FloatRange):
+    """A number in a range, never NaN or infinite (which `FloatRange` lets through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+#: The most a count (`--limit`, `--lines`) can be: the database's largest integer.
+MAX_COUNT = 2**63 - 1
+
+
+def count_option(*names: str, default: int, help: str) -> Callable[[F], F]:
+    """An option counting events: a whole number from 0 to `MAX_COUNT`."""
+    return click.option(*names, type=click.IntRange(0, MAX_COUNT), default=default,
+                        show_default=True, help=help)
+
+
+class PathText(click.Path):
+    """A path (as text), refused when no file could have it: empty, or with a NUL character."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and (not value or "\x00" in value):
+            self.fail(f"{value!r} cannot name a file", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _remember_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and (not value or "\x00" in value):
+        raise click.BadParameter(f"{value!r} is neither an SQLite file nor a postgresql:// URL",
+                                 ctx, param)
     if value:
         ctx.meta[_DB] = value
 
@@ -115,12 +164,26 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON (the rows of the table).")(f)
 
 
-def open_log(create: bool = False) -> EventLog:
-    """The one place the CLI opens the log; a missing file is an error unless `create`."""
+def open_log(*, write: bool = False, create: bool = False) -> EventLog:
+    """The one place the CLI opens the log: read-only (it creates, migrates and writes nothing)
+    unless the command `write`s; a missing file, or one that is no swarmlog log, is an error
+    unless the command may `create` the log."""
     ctx = click.get_current_context()
-    log = EventLog(ctx.meta.get(_DB) or default_location(), create=create)
+    log = EventLog(ctx.meta.get(_DB) or default_location(), create=create,
+                   read_only=not (write or create))
     ctx.call_on_close(log.close)
     return log
+
+
+def not_the_log(path: str, option: str) -> None:
+    """Refuse to write a file an option names over the log itself."""
+    location = click.get_current_context().meta.get(_DB) or default_location()
+    try:
+        same = not is_url(location) and os.path.samefile(path, location)
+    except (OSError, ValueError):  # one of them does not exist (or cannot be a path)
+        return
+    if same:
+        raise click.BadParameter(f"{path} is the log itself", param_hint=option)
 
 
 def make_console() -> Console:

@@ -13,6 +13,8 @@ from projections.agents import all_agents
 from projections.tasks import all_tasks
 from swarmlog import render
 from swarmlog.cli.app import (
+    Finite,
+    PathText,
     cli,
     db_option,
     emit_json,
@@ -20,6 +22,7 @@ from swarmlog.cli.app import (
     json_option,
     make_console,
     moment,
+    not_the_log,
     open_log,
     output_file,
     print_tables,
@@ -27,10 +30,10 @@ from swarmlog.cli.app import (
     summary_data,
 )
 from swarmlog.cli.listing import event_filter, filter_options
-from swarmlog.demo import DemoConfig, run_demo
+from swarmlog.demo import MAX_AGENTS, MAX_DAYS, MAX_TASKS, DemoConfig, run_demo
 from swarmlog.jsonl import JsonLines, export_events, import_rows
 from swarmlog.log import VacuumReport
-from swarmlog.timeparse import DURATION_HELP, parse_duration
+from swarmlog.timeparse import DURATION_HELP, ago, parse_duration
 
 
 def _many(count: int, thing: str) -> str:
@@ -44,7 +47,7 @@ def _many(count: int, thing: str) -> str:
 @click.option("--deep", is_flag=True,
               help="Also refold the read models from the archives and the log, and compare "
                    "them with every stored snapshot.")
-@click.option("--witness", metavar="FILE", envvar="SWARMLOG_WITNESS",
+@click.option("--witness", metavar="FILE", envvar="SWARMLOG_WITNESS", type=PathText(dir_okay=False),
               help="A witness file of signed checkpoints: prove the log still extends each "
                    "[default: $SWARMLOG_WITNESS].")
 @click.option("--public-key", metavar="HEX",
@@ -96,9 +99,11 @@ def verify(deep: bool, witness: str | None, public_key: str | None, as_json: boo
 
 @cli.command()
 @click.option("--witness", metavar="FILE", envvar="SWARMLOG_WITNESS", required=True,
+              type=PathText(dir_okay=False),
               help="The witness file to append the checkpoint to (another disk or host) "
                    "[default: $SWARMLOG_WITNESS].")
 @click.option("--signing-key", metavar="FILE", envvar="SWARMLOG_SIGNING_KEY", required=True,
+              type=PathText(dir_okay=False),
               help="The Ed25519 key file that signs it, outside the database; made on first "
                    "use [default: $SWARMLOG_SIGNING_KEY].")
 @json_option
@@ -112,6 +117,8 @@ def checkpoint(witness: str, signing_key: str, as_json: bool) -> None:
     Example:
         swarmlog checkpoint --witness /mnt/other-disk/swarm.witness --signing-key ~/.swarmlog.key
     """
+    not_the_log(witness, "--witness")
+    not_the_log(signing_key, "--signing-key")
     point = open_log().checkpoint(witness, signing_key)
     if as_json:
         emit_json(point.__dict__)
@@ -154,7 +161,7 @@ def snapshot(as_json: bool) -> None:
     Example:
         swarmlog snapshot
     """
-    log = open_log()
+    log = open_log(write=True)
     with progress("folding the read models") as update:
         log.catch_up(progress=update)
     ids = log.snapshot()
@@ -183,7 +190,7 @@ def _vacuumed(data: dict[str, Any]) -> str:
 @cli.command()
 @click.option("--older-than", metavar="AGE", help=f"Prune events older than AGE: {DURATION_HELP}.")
 @click.option("--before", metavar="WHEN", help="Prune events before WHEN (an ISO-8601 date/time).")
-@click.option("--archive", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--archive", type=PathText(file_okay=False), metavar="DIR",
               help="Write the pruned events to a compressed archive segment in DIR first.")
 @click.option("--dry-run", is_flag=True, help="Only report what would be pruned.")
 @click.option("--vacuum", "then_vacuum", is_flag=True,
@@ -207,24 +214,27 @@ def prune(older_than: str | None, before: str | None, archive: str | None, dry_r
     kwargs: dict[str, Any] = {"archive": archive, "dry_run": dry_run}
     if older_than is not None:
         try:
-            kwargs["older_than"] = parse_duration(older_than)
+            kwargs["before"] = ago(parse_duration(older_than))
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--older-than") from None
     else:
         kwargs["before"] = moment(before, "--before")
-    log = open_log()
+    log = open_log(write=True)
     with progress("pruning") as update:
         report = log.prune(progress=update, **kwargs)
     data: dict[str, Any] = {"removed": report.removed, "first_position": report.first_position,
             "last_position": report.last_position, "cutoff": report.cutoff,
             "dry_run": report.dry_run, "snapshot_ids": list(report.snapshot_ids),
             "archive_path": report.archive_path, "archive_sha256": report.archive_sha256,
-            "resumed": report.resumed, "vacuum": None}
+            "resumed": report.resumed, "archive_cleanup": report.archive_cleanup,
+            "vacuum": None}
     if then_vacuum and not dry_run:
         data["vacuum"] = _vacuum_data(log.vacuum())
     if as_json:
         emit_json(data)
         return
+    for line in report.archive_cleanup:
+        click.echo(f"archive: {line}")
     verb = "would prune" if dry_run else "pruned"
     if report.resumed:
         click.echo(f"finished an interrupted prune: deleted the {report.resumed} events it had "
@@ -254,7 +264,7 @@ def vacuum(as_json: bool) -> None:
     Example:
         swarmlog vacuum
     """
-    data = _vacuum_data(open_log().vacuum())
+    data = _vacuum_data(open_log(write=True).vacuum())
     if as_json:
         emit_json(data)
     else:
@@ -263,7 +273,7 @@ def vacuum(as_json: bool) -> None:
 
 @cli.command("export")
 @filter_options()
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+@click.option("-o", "--output", type=PathText(dir_okay=False, allow_dash=True), default="-",
               metavar="FILE", help="Write to FILE (whole or not at all) instead of standard output.")
 @json_option
 @db_option
@@ -282,6 +292,8 @@ def export_(output: str, as_json: bool, **filters: Any) -> None:
         raise click.UsageError("--json reports on an export to a file (-o FILE); on standard "
                                "output the events themselves are JSON lines")
     where = event_filter(**filters)
+    if output != "-":
+        not_the_log(output, "--output")
     store = open_log().store
     with output_file(output) as out, progress("exporting", enabled=output != "-") as update:
         count = export_events(store, out, where, progress=update)
@@ -295,7 +307,7 @@ def export_(output: str, as_json: bool, **filters: Any) -> None:
 
 
 @cli.command("import")
-@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE")
+@click.argument("path", type=PathText(dir_okay=False, allow_dash=True), metavar="FILE")
 @json_option
 @db_option
 def import_(path: str, as_json: bool) -> None:
@@ -312,6 +324,8 @@ def import_(path: str, as_json: bool) -> None:
     """
     if path != "-" and not Path(path).is_file():
         fail(f"no such file: {path}")
+    if path != "-":
+        not_the_log(path, "FILE")
     source = JsonLines(path)
     with progress("checking") as update:
         checked = source.check(progress=update)  # before the database is even created
@@ -333,12 +347,12 @@ def import_(path: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--agents", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--tasks", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option("--agents", type=click.IntRange(1, MAX_AGENTS), default=20, show_default=True)
+@click.option("--tasks", type=click.IntRange(0, MAX_TASKS), default=500, show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--failure-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+@click.option("--failure-rate", type=Finite(0, 1), default=0.1, show_default=True,
               help="Chance that a tool call fails, and that a task fails at the end.")
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=7.0, show_default=True,
+@click.option("--days", type=Finite(0, MAX_DAYS, min_open=True), default=7.0, show_default=True,
               help="How many simulated days the tasks are spread over.")
 @click.option("--start", metavar="WHEN",
               help="Simulated start (ISO-8601) [default: DAYS days and 30 minutes ago, to the minute]. "

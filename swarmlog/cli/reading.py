@@ -11,7 +11,9 @@ from projections.tasks import get_task
 from store import EventFilter, first_stored
 from swarmlog import render
 from swarmlog.cli.app import (
+    Finite,
     cli,
+    count_option,
     db_option,
     emit_json,
     fail,
@@ -32,14 +34,14 @@ from swarmlog.cli.listing import (
 )
 from swarmlog.follow import Gap
 from swarmlog.follow import follow as follow_log
+from swarmlog.timeparse import MAX_WINDOW_MINUTES
 
 # -- reading the log ------------------------------------------------------------------------------
 
 
 @cli.command()
 @filter_options()
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
-              help="The newest N matching events (0: all).")
+@count_option("--limit", default=50, help="The newest N matching events (0: all).")
 @output_options()
 @db_option
 def events(limit: int, fmt: str, **filters: Any) -> None:
@@ -60,8 +62,7 @@ def events(limit: int, fmt: str, **filters: Any) -> None:
 
 @cli.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing events as they are appended.")
-@click.option("-n", "--lines", type=click.IntRange(min=0), default=10, show_default=True,
-              help="How many of the newest events to print first.")
+@count_option("-n", "--lines", default=10, help="How many of the newest events to print first.")
 @filter_options(times=False)
 @output_options(lines=True)
 @db_option
@@ -129,8 +130,7 @@ def task(task_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("agent_id", metavar="ID")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
-              help="The newest N of its events (0: all).")
+@count_option("--limit", default=50, help="The newest N of its events (0: all).")
 @json_option
 @db_option
 def agent(agent_id: str, limit: int, as_json: bool) -> None:
@@ -177,8 +177,8 @@ def agents(online: bool, fmt: str) -> None:
 
 
 @cli.command()
-@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=60, show_default=True,
-              help="The recent window to count events in.")
+@click.option("--minutes", type=Finite(0, MAX_WINDOW_MINUTES, min_open=True, max_open=True),
+              default=60, show_default=True, help="The recent window to count events in.")
 @json_option
 @db_option
 def summary(minutes: float, as_json: bool) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import socket
 from pathlib import Path
 
 import click
 
-from swarmlog.cli.app import _DB, cli, db_option, fail
+from swarmlog.cli.app import _DB, PathText, cli, db_option, fail
 from swarmlog.log import EventLog, default_location
 
 
@@ -44,7 +45,8 @@ def read_token(token: str | None, token_file: str | None) -> str | None:
               help="The port to listen on.")
 @click.option("--token", metavar="TOKEN", envvar="SWARMLOG_TOKEN",
               help="Require this token on every request [default: $SWARMLOG_TOKEN].")
-@click.option("--token-file", metavar="FILE", help="Read the token from FILE.")
+@click.option("--token-file", metavar="FILE", type=PathText(dir_okay=False),
+              help="Read the token from FILE.")
 @db_option
 def serve(host: str, port: int, token: str | None, token_file: str | None) -> None:
     """Serve a live, read-only web view of the log: overview, events, tasks (with their
@@ -63,19 +65,41 @@ def serve(host: str, port: int, token: str | None, token_file: str | None) -> No
     from swarmlog.web.server import Server
 
     secret = read_token(token, token_file)
+    if not host.strip("[] "):
+        fail("--host is empty: give an address to listen on (127.0.0.1, 0.0.0.0, ...)")
+    if not is_loopback(host) and secret is None:
+        fail(f"serving on {host} exposes the log to the network: give --token or "
+             "--token-file (or bind to 127.0.0.1)")
+    location = click.get_current_context().meta.get(_DB) or default_location()
+    log = EventLog(location, read_only=True)
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    try:
+        listening = listen(host, port)
+    except (OSError, UnicodeError, ValueError) as e:  # (an unknown name, a port in use, ...)
+        log.close()
+        fail(f"cannot listen on {shown}:{port}: {getattr(e, 'strerror', None) or e}")
+    # (Once the log is open and the port bound: an error before is the only line printed.)
     if not is_loopback(host):
-        if secret is None:
-            fail(f"serving on {host} exposes the log to the network: give --token or "
-                 "--token-file (or bind to 127.0.0.1)")
         click.echo(f"warning: serving on {host}, beyond this machine: anyone who can reach it "
                    "and has the token can read the whole log (the token travels in clear "
                    "without TLS in front)", err=True)
-    location = click.get_current_context().meta.get(_DB) or default_location()
-    log = EventLog(location, read_only=True)
     app = create_app(log, token=secret, close_log=True)
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"serving {log.location} read-only on http://{shown}:{port}/"
+    click.echo(f"serving {log.location} read-only on http://{shown}:{listening.getsockname()[1]}/"
                + (" (token required)" if secret else "") + "; Ctrl-C stops", err=True)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises it again once it has stopped
-        Server(app, host, port).run()
+    with contextlib.suppress(KeyboardInterrupt), listening:  # (uvicorn raises it again, stopped)
+        Server(app, host, port).run(sockets=[listening])
     click.echo("stopped", err=True)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host` and `port`, for the server to listen on (as uvicorn binds)."""
+    address = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock

@@ -98,6 +98,9 @@ def test_the_read_models_fold_every_row_and_count_the_odd_ones_as_anomalies(
 def test_export_tail_and_verify_account_for_every_row(seed_db: tuple[Path, int, int]) -> None:
     path, total, odd = seed_db
     runner = CliRunner()
+    refused = runner.invoke(cli, ["--db", str(path), "export"])  # a read upgrades nothing
+    assert refused.exit_code == 2 and "has not upgraded yet" in refused.stderr, refused.output
+    assert runner.invoke(cli, ["--db", str(path), "snapshot"]).exit_code == 0  # a write does
     exported = runner.invoke(cli, ["--db", str(path), "export"])
     assert exported.exit_code == 0, exported.output
     lines = [json.loads(line) for line in exported.stdout.splitlines()]
