@@ -199,7 +199,11 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
     bases = [restore(store, p, upto=end) for p in projections]
     states = [state for state, _ in bases]
     positions = [position for _, position in bases]
+    # From the oldest projection's position, and when archiving from the first stored row
+    # (a snapshot inside the prefix must not shorten its segment).
     start = min(positions, default=end)
+    if archive is not None:
+        start = min(start, first - 1)
 
     def fold_and_pass_on() -> Iterator[bytes]:
         # One pass over the rows (which no writer changes: they are older than every append):

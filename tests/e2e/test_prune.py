@@ -94,6 +94,8 @@ def prune_and_restart(data: st.DataObject, path: str, archive: str) -> None:
         if batch:
             log.append(batch)
             history += batch
+        if data.draw(st.booleans(), label="snapshot?"):  # (a snapshot inside the next prefix)
+            log.snapshot()
         if data.draw(st.booleans(), label="prune?"):
             minute = data.draw(st.integers(0, 620), label="cutoff minute")
             log.prune(before=T0 + timedelta(minutes=minute), archive=archive)
@@ -111,6 +113,19 @@ def _log_with_days(path: Path, days: list[int]) -> EventLog:
     log.append([build_event("bid.submitted", "test", "t1", "a1", {"bid_sats": n},
                             timestamp=T0 + timedelta(days=d)) for n, d in enumerate(days)])
     return log
+
+
+def test_a_snapshot_inside_the_prefix_neither_shortens_its_segment_nor_its_fold(
+        tmp_path: Path) -> None:
+    log = _log_with_days(tmp_path / "log.db", [0, 1, 2])
+    log.snapshot()  # at position 3, inside the prefix about to be pruned
+    log.append([build_event("bid.submitted", "test", "t1", "a1", {"bid_sats": 9},
+                            timestamp=T0 + timedelta(days=3))])
+    report = log.prune(before=T0 + timedelta(days=5), archive=tmp_path / "a")
+    assert report.removed == 4
+    assert [r.position for r in read_segment(report.archive_path or "", report.archive_sha256)] \
+        == [1, 2, 3, 4]
+    assert log.verify(deep=True).ok, log.verify(deep=True).problems
 
 
 def test_a_dry_run_reports_and_changes_nothing(tmp_path: Path) -> None:
