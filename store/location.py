@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _KEY_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*(?:'|$)|(?:\\.|[^\s\\])+\\?)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEY_VALUE = re.compile(r"(?i)(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|"
                         r"service|sslmode|connect_timeout)\s*=")
 
@@ -43,6 +44,10 @@ def url_problem(url: str) -> str | None:
         return "an '@' after its host, or a '/' in its user or password: write them as %40 and %2F"
     if any("=" not in param for param in query.split("&") if param):
         return "a query parameter without '=' (write an '&' in a value as %26)"
+    if any(not _NAME.fullmatch(unquote(param.partition("=")[0]))
+           for param in query.split("&") if param):
+        return ("a query parameter whose name is not a name (a '/' or '?' in the user or "
+                "password? write them as %2F and %3F)")
     host = head.rpartition("@")[2].partition("?")[0]
     if host.count("[") != host.count("]"):
         return "an unclosed '[' in its host"

@@ -223,7 +223,7 @@ def test_every_command_answers_hostile_arguments_with_0_or_one_line_and_2(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", COMMANDS)
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                    HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_command_answers_hostile_arguments_at_length(
