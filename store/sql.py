@@ -24,6 +24,7 @@ from store.base import (
     EventFilter,
     PruneRecord,
     SnapshotRecord,
+    refuse_overlap,
 )
 from store.chain import GENESIS, KEY_FILE_VARIABLE, Chain, prune_hash
 
@@ -470,14 +471,11 @@ class SQLStore:
         m = self.dialect.mark
         with self.transaction():
             # (Positions are gapless from the oldest stored row: its end and its start tell.)
-            lowest, highest = self._fetch(
+            lowest, highest, pruned = self._fetch(
                 "SELECT (SELECT min(seq) FROM event_log), "
-                f"(SELECT max(seq) FROM event_log WHERE seq <= {m})", (last,))[0]
-            if (lowest, highest) != (first, last):
-                raise StoreError(
-                    f"cannot record a prune of {first}..{last} in {self.location}: the rows "
-                    f"stored up to {last} are {lowest}..{highest}; another prune ran "
-                    "meanwhile, or one is not finished")
+                f"(SELECT max(seq) FROM event_log WHERE seq <= {m}), "
+                "(SELECT max(last_position) FROM swarmlog_prunes)", (last,))[0]
+            refuse_overlap(self.location, first, last, lowest, highest, pruned)
             count = last - first + 1
             cut_hash = self.hash_at(last)
             earlier = self._fetch("SELECT record_hash FROM swarmlog_prunes ORDER BY id DESC LIMIT 1")

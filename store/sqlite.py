@@ -46,6 +46,11 @@ _POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
 _CHUNK = 500
 log = logging.getLogger("swarmlog.store")
 
+try:
+    import fcntl
+except ImportError:  # (not on Windows: there, prunes are serialised within one process only)
+    fcntl = None  # type: ignore[assignment]
+
 
 class SQLiteStore(SQLStore):
     """A `Store` in one SQLite file (or ':memory:')."""
@@ -77,6 +82,7 @@ class SQLiteStore(SQLStore):
             except OSError as e:
                 raise StoreError(f"cannot create {self.location}: {e.strerror}") from e
         self._lock = threading.RLock()
+        self._memory_prune_lock = threading.Lock()
         self._depth = 0
         self._busy_timeout = busy_timeout
         try:
@@ -309,6 +315,51 @@ class SQLiteStore(SQLStore):
         touched = {r.stream_id for r in rows}
         self._conn.executemany(_UPSERT_HEAD, [(s, v) for s, v in heads.items() if s in touched])
         return list(range(head + 1, position + 1))
+
+    # -- the prune lock --------------------------------------------------------------------
+
+    @contextmanager
+    def prune_lock(self) -> Iterator[None]:
+        """An exclusive `flock` on `<database>-prunelock`, beside the database (never the
+        database itself: SQLite's own locks are `fcntl` locks, which some file systems merge
+        with `flock`'s). The file is made once and left in place (removing a lock file races
+        whoever opens it meanwhile); the lock dies with its process. `:memory:` (one connection,
+        this store's) takes a lock in this process."""
+        if self.location == ":memory:" or fcntl is None:
+            if not self._memory_prune_lock.acquire(blocking=False):
+                raise self._pruning_elsewhere()
+            try:
+                yield
+            finally:
+                self._memory_prune_lock.release()
+            return
+        path = self.location + "-prunelock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except PermissionError:  # (a folder this process cannot write: an existing file will do)
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as e:
+                raise StoreError(f"cannot prune {self.location}: cannot open its lock file "
+                                 f"{path}: {e.strerror}") from e
+        except OSError as e:
+            raise StoreError(f"cannot prune {self.location}: cannot open its lock file "
+                             f"{path}: {e.strerror}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._pruning_elsewhere() from None
+            except OSError as e:
+                raise StoreError(f"cannot prune {self.location}: cannot lock {path}: "
+                                 f"{e.strerror}") from e
+            yield
+        finally:
+            os.close(fd)  # (lets go of the lock)
+
+    def _pruning_elsewhere(self) -> StoreError:
+        return StoreError(f"cannot prune {self.location}: another prune of it is running; "
+                          "try again when it is done")
 
     # -- waiting and size -----------------------------------------------------------------
 

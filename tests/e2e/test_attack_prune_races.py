@@ -6,7 +6,9 @@ database). Each test states the promise it holds the code to; see the README's "
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -18,8 +20,8 @@ from domain.errors import StoreError
 from projections.models import ReadModels, ReadModelsProjection
 from projections.runner import ProjectionRunner
 from projections.verify import verify
-from store.archive import read_segment
 from store import SQLiteStore, Store, open_store
+from store.archive import read_segment
 from swarmlog.log import EventLog
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -92,11 +94,37 @@ class _Killed(Exception):
     """Stands for a SIGKILL of the prune's process."""
 
 
-class _DiesAfterRecording:
-    """A store whose prune is killed right after it recorded itself, before deleting a row."""
+class _Unlocked:
+    """A store whose prunes do not take the prune lock (a swarmlog from before it, or a lock
+    file on a file system where `flock` locks nothing): the races the lock keeps out, which the
+    prune's own checks must still refuse."""
 
     def __init__(self, store: Store) -> None:
-        self.store, self.recorded = store, False
+        self.store = store
+
+    @contextmanager
+    def prune_lock(self) -> Iterator[None]:
+        yield
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def _prune_unlocked(location: str, days: int, archive: Path | None = None) -> Callable[[], None]:
+    def run() -> None:
+        with EventLog(cast(Store, _Unlocked(open_store(location)))) as other:
+            other.prune(before=T0 + timedelta(days=days), archive=archive)
+
+    return run
+
+
+class _DiesAfterRecording(_Unlocked):
+    """A store whose prune is killed right after it recorded itself, before deleting a row (and
+    that does not take the prune lock, or it could not run beside the other prune at all)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.recorded = False
 
     def record_prune(self, *args: Any) -> Any:
         record = self.store.record_prune(*args)
@@ -108,8 +136,6 @@ class _DiesAfterRecording:
             raise _Killed
         return self.store.delete_pruned(limit)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
 
 
 @pytest.mark.parametrize(("first_days", "second_days"), [(3, 7), (7, 3)])
@@ -144,15 +170,16 @@ def test_a_prune_racing_one_killed_after_recording_does_not_record_the_same_rows
 
     log = EventLog(location)
     ranges = [(p.first_position, p.last_position) for p in log.store.prunes()]
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:])), f"overlapping prunes {ranges}"
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), f"overlapping prunes {ranges}"
     report = log.verify()
     assert report.ok, report.problems
     _same(log.models, expected)
     log.close()
 
 
+@pytest.mark.parametrize("locked", [True, False], ids=["locked", "unlocked"])
 def test_a_prune_whose_prefix_another_prune_deleted_meanwhile_leaves_no_wrong_snapshot(
-    location: str
+    location: str, locked: bool
 ) -> None:
     """Prune A (older than day 5) folds its prefix without the write lock; meanwhile prune B
     (older than day 3) runs whole. A's paged read (`store.read`, keyset `seq > last`) jumps
@@ -162,14 +189,16 @@ def test_a_prune_whose_prefix_another_prune_deleted_meanwhile_leaves_no_wrong_sn
     "The read models after a prune, and after a restart, are exactly what they were".
 
     Flaw: `prune` never checks that the rows it folded and archived are gapless (nor that the
-    log still starts at `first`) before storing its snapshots."""
+    log still starts at `first`) before storing its snapshots.
+
+    Fixed: B is refused by the prune lock A holds (`locked`); a B that does not take the lock
+    deletes under A, and A, finding the rows it reads no longer gapless, stores nothing."""
     _fill(location, 8)
     expected = _oracle(location)
     a = EventLog(location)
-    try:
-        a.prune(before=T0 + timedelta(days=5), progress=_once(_prune(location, 3)))
-    except Exception as refused:
-        assert "another prune" in str(refused)
+    b = _prune(location, 3) if locked else _prune_unlocked(location, 3)
+    with pytest.raises(StoreError, match="another prune"):
+        a.prune(before=T0 + timedelta(days=5), progress=_once(b))
     a.close()
 
     restarted = EventLog(location)
@@ -296,8 +325,9 @@ def test_two_prunes_with_the_same_cutoff_share_no_temporary_archive_file(tmp_pat
     log.close()
 
 
+@pytest.mark.parametrize("locked", [True, False], ids=["locked", "unlocked"])
 def test_a_recorded_prunes_archive_survives_a_concurrent_prune_of_the_same_range(
-    tmp_path: Path
+    tmp_path: Path, locked: bool
 ) -> None:
     """Two `prune --older-than 30d --archive archive` at once (overlapping cron runs, an
     operator and cron) over the same range: B runs whole (archives, records, deletes) while A
@@ -309,18 +339,25 @@ def test_a_recorded_prunes_archive_survives_a_concurrent_prune_of_the_same_range
     names a changed archive, rebuilds and `tail -f` cannot read it.
 
     Flaws: the shared temporary name (`write_segment`), and a prune that does not notice that
-    its prefix changed under it (see the test above)."""
+    its prefix changed under it (see the test above).
+
+    Fixed: with the prune lock, B is refused while A runs (and A, its progress failing, stops
+    with nothing pruned); a B that does not take the lock runs whole, and A stops."""
     db = str(tmp_path / "log.db")
     _fill(db, 8)
     archive = tmp_path / "archive"
     a = EventLog(db)
-    try:
-        a.prune(before=T0 + timedelta(days=5), archive=archive,
-                progress=_once(_prune(db, 5, archive)))
-    except StoreError:
-        pass  # A may fail; B's archive must not suffer for it
+    b = _prune(db, 5, archive) if locked else _prune_unlocked(db, 5, archive)
+    with pytest.raises(StoreError, match="another prune"):
+        a.prune(before=T0 + timedelta(days=5), archive=archive, progress=_once(b))
     a.close()
     log = EventLog(db)
+    if locked:
+        assert log.store.prunes() == [] and not list(archive.iterdir())
+        report = log.verify()
+        assert report.ok, report.problems
+        log.close()
+        return
     (prune,) = log.store.prunes()
     assert prune.archive_path is not None
     rows = list(read_segment(prune.archive_path, prune.archive_sha256))

@@ -128,7 +128,7 @@ if where == "writing":  # SIGKILL once the archive holds part of the prefix
             yield row
     store.read = dying
 else:  # SIGKILL with the segment in place, before the prune is recorded and committed
-    store.remove_prefix = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+    store.record_prune = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
 log.prune(older_than=timedelta(0), archive=archive)
 """
 
