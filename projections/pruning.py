@@ -9,6 +9,11 @@ long: the snapshots at P (their items in steps, then the snapshot that makes the
 prune record (chained; refused if another prune ran meanwhile), and the deletion of the rows,
 oldest first, a step at a time.
 
+A prune holds the store's prune lock (`Store.prune_lock`) from start to end, so prunes never
+interleave; a second one is refused at once. The prune still checks what the lock promises (the
+rows it reads are gapless; `record_prune` refuses a range a recorded prune reaches), against a
+prune that does not take the lock.
+
 A crash leaves the log as it was before, or with the prune recorded and a prefix of its rows
 still stored: they are read as ever (positions stay gapless from the first stored one) and the
 next prune deletes them first (`finish_deleting`). A segment is written under a temporary name

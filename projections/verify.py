@@ -216,7 +216,11 @@ def _check_archive(store: Store, prune: PruneRecord, follows: bytes | None,
                             f"{prune.archive_path} skips from {expected - 1} to {row.position}")
                 return
             previous = store.chain.link(previous, row)
-            if row.hash != previous:
+            if row.hash is None:  # another client's row, pruned: chained by its content
+                report.find("inserted", "archive", row.position,
+                            f"the row at {row.position} in {prune.archive_path} has no hash: "
+                            "swarmlog did not append it")
+            elif row.hash != previous:
                 report.find("changed archive", "archive", row.position,
                             f"the row at {row.position} in {prune.archive_path} does not match "
                             "the chain")
@@ -285,13 +289,16 @@ def _check_rows(store: Store, cut: bytes, report: VerifyReport,
                         "event_log", row.position,
                         f"stream {row.stream_id} goes from version {last} to {row.stream_version}")
         versions[row.stream_id] = row.stream_version
+        # A row without a hash (named above) is chained as appends chain it: by its content.
+        current = row.hash if row.hash is not None or previous is None \
+            else store.chain.link(previous, row)
         if deleting and latest is not None and row.position == latest.last_position \
-                and row.hash != latest.cut_hash:
+                and current != latest.cut_hash:
             report.find("changed", "event_log", row.position,
                         f"the row's hash is not the one prune {latest.id} recorded at its cut")
         if row.position in report.hashes:
-            report.hashes[row.position] = row.hash or b""
-        previous, gap_before, expected = row.hash, False, row.position + 1
+            report.hashes[row.position] = current or b""
+        previous, gap_before, expected = current, False, row.position + 1
         if progress is not None and report.events % 10_000 == 0:
             progress(report.events, head - first_stored(store) + 1)
     _name_unlinked(store.chain, unlinked, report)

@@ -147,6 +147,9 @@ class MemoryStore:
         if position <= 0:
             return GENESIS
         row = self._rows.get(position)
+        if row is not None and row.hash is None:  # (see `SQLStore._hash_through`)
+            before = self.hash_at(position - 1)
+            return None if before is None else self.chain.link(before, row)
         if row is not None:
             return row.hash
         cut = [p.cut_hash for p in self._prunes if p.last_position == position and p.cut_hash]

@@ -23,14 +23,25 @@ from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
 from store.chain import Chain, configured_chain
 from store.schema import NAMES, NO_UPDATE, migrations
-from store.sql import Dialect, SQLStore
+from store.sql import FOLD_COLUMNS, Dialect, SQLStore
 
+
+def _as_text(columns: str) -> str:
+    """Each text column cast to text: SQLite keeps whatever another client stored in a column
+    (a BLOB stays a BLOB), and a stored row's text is text everywhere after the store."""
+    return ", ".join(f"CAST({c} AS TEXT)" if c in _TEXT_COLUMNS else c
+                     for c in columns.split(", "))
+
+
+_TEXT_COLUMNS = {"id", "event_type", "source", "task_id", "agent_id", "data", "timestamp",
+                 "stream_id"}
 _DIALECT = Dialect(
     mark="?",
-    columns="seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
-            "stream_version, schema_version, conforms, hash",
+    columns=_as_text("seq, id, event_type, source, task_id, agent_id, data, timestamp, "
+                     "stream_id, stream_version, schema_version, conforms, hash"),
     head="SELECT seq FROM sqlite_sequence WHERE name = 'event_log'",
     index_hints=True,
+    fold_columns=_as_text(FOLD_COLUMNS),
 )
 _INSERT = (
     "INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp, "
@@ -50,6 +61,10 @@ try:
     import fcntl
 except ImportError:  # (not on Windows: there, prunes are serialised within one process only)
     fcntl = None  # type: ignore[assignment]
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 class SQLiteStore(SQLStore):
@@ -196,8 +211,20 @@ class SQLiteStore(SQLStore):
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as e:
+                if "decode" not in str(e):
+                    raise self._error("read", e) from e
             except sqlite3.Error as e:
                 raise self._error("read", e) from e
+            # Text that is not UTF-8 (any client can store it): read again, such text with the
+            # replacement character (its row no longer matches its hash: `verify` names it).
+            self._conn.text_factory = _lenient_text
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise self._error("read", e) from e
+            finally:
+                self._conn.text_factory = str
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:

@@ -8,6 +8,7 @@ never raises for what it finds)."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,50 @@ def _without_notes(p: ReadModelsProjection, models: Any) -> dict[str, Any]:
     dumped: dict[str, Any] = orjson.loads(p.dump(models))
     del dumped["summary"]["anomalies"], dumped["summary"]["anomaly_count"]
     return dumped
+
+
+# -- a row without a hash ------------------------------------------------------------------------
+
+
+def test_appends_after_a_row_without_a_hash_go_on_and_verify_names_only_that_row(
+        tmp_path: Path) -> None:
+    """A row another client inserted at the head has no hash: every later append used to fail
+    ("the chain hash at position 4 is missing"). The chain now runs through such a row by its
+    content (as `verify` follows it): appends go on, and `verify` names that row alone."""
+    path = tmp_path / "log.db"
+    _log_with_foreign_row(path, "source", "other", None)
+    with EventLog(path) as log:
+        log.append([build_event("task.created", "s", "t2", None, {})])
+        log.append([build_event("task.bidding", "s", "t2", None, {})])
+        assert [r.position for r in log.read()] == [1, 2, 3, 4, 5, 6]
+        report = log.verify()  # (the row's stream version, 99, is named too)
+        assert ("inserted", 4) in [(f.kind, f.position) for f in report.findings]
+        assert {f.position for f in report.findings if f.table == "event_log"} == {4}, \
+            report.problems
+
+
+@pytest.mark.parametrize("archived", [False, True], ids=["unarchived", "archived"])
+def test_read_models_stay_recoverable_after_a_prune_of_a_row_without_a_hash(
+        tmp_path: Path, archived: bool) -> None:
+    """A prune whose cut is such a row: its snapshots used to get no digest (no chain hash at
+    the cut), so after the rows were deleted no start-up could trust them, and without an
+    archive the read models could not be recovered at all. Now the cut is bound to the chain as
+    appends chain it, start-up and rebuild recover the read models, and `verify` names the
+    foreign row (in the archive, when there is one) and nothing else."""
+    path = tmp_path / "log.db"
+    _log_with_foreign_row(path, "source", "other", None)
+    p = ReadModelsProjection()
+    with EventLog(path) as log:
+        expected = p.dump(log.models)
+        report = log.prune(before=datetime(2100, 1, 1, tzinfo=UTC),
+                           archive=tmp_path / "archive" if archived else None)
+        assert report.removed == 4
+        assert all(s.digest is not None for s in log.store.snapshots())
+    with EventLog(path) as log:
+        assert p.dump(log.models) == expected
+        log.rebuild()
+        assert p.dump(log.models) == expected
+        log.append([build_event("task.created", "s", "t2", None, {})])
+        report = log.verify()
+        assert [(f.kind, f.position) for f in report.findings] == (
+            [("inserted", 4)] if archived else []), report.problems
