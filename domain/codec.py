@@ -209,9 +209,13 @@ def fold_row(row: StoredEvent) -> FoldRow:
     (another client's BLOB, say) is not vouched for, whatever it says (`conforms` None): a fold
     takes it the typed way, which names it (`decode`). (The SQLite store reads every text column
     as text: see `store.sqlite`; this is for rows from anywhere else.)"""
-    conforms = row.conforms if odd_column(row) is None else None
-    return (row.position, row.event_type, row.source, row.task_id, row.agent_id, row.data,
-            row.timestamp, row.schema_version, conforms)
+    position, _, kind, source, task_id, agent_id, data, stamp, _, _, schema, conforms, _ = row
+    if not (type(kind) is str and type(source) is str and type(stamp) is str
+            and (task_id is None or type(task_id) is str)  # (inline: prunes fold every row
+            and (agent_id is None or type(agent_id) is str)  # through here)
+            and (data is None or type(data) is str)):
+        conforms = None
+    return (position, kind, source, task_id, agent_id, data, stamp, schema, conforms)
 
 
 _TEXT_COLUMNS = ("id", "event_type", "source", "timestamp")
