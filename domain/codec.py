@@ -205,9 +205,50 @@ FoldRow = tuple[int, str, str, str | None, str | None, str | None, str, int, boo
 
 
 def fold_row(row: StoredEvent) -> FoldRow:
-    """The columns of a stored row that a fold reads."""
-    return (row.position, row.event_type, row.source, row.task_id, row.agent_id, row.data,
-            row.timestamp, row.schema_version, row.conforms)
+    """The columns of a stored row that a fold reads. A row whose text columns are not all text
+    (another client's BLOB, say) is not vouched for, whatever it says (`conforms` None): a fold
+    takes it the typed way, which names it (`decode`). (The SQLite store reads every text column
+    as text: see `store.sqlite`; this is for rows from anywhere else.)"""
+    position, _, kind, source, task_id, agent_id, data, stamp, _, _, schema, conforms, _ = row
+    if not (type(kind) is str and type(source) is str and type(stamp) is str
+            and (task_id is None or type(task_id) is str)  # (inline: prunes fold every row
+            and (agent_id is None or type(agent_id) is str)  # through here)
+            and (data is None or type(data) is str)):
+        conforms = None
+    return (position, kind, source, task_id, agent_id, data, stamp, schema, conforms)
+
+
+_TEXT_COLUMNS = ("id", "event_type", "source", "timestamp")
+_OPTIONAL_TEXT_COLUMNS = ("task_id", "agent_id", "data")
+
+
+def odd_column(row: StoredEvent) -> str | None:
+    """Why a row's text columns are not what a row holds (None: each is text, or None where
+    that is allowed): another client can store anything in them (SQLite is dynamically typed)."""
+    for name in _TEXT_COLUMNS:
+        value = getattr(row, name)
+        if type(value) is not str:
+            return f"{name} is {_kind_of(value)}, not text"
+    for name in _OPTIONAL_TEXT_COLUMNS:
+        value = getattr(row, name)
+        if value is not None and type(value) is not str:
+            return f"{name} is {_kind_of(value)}, not text"
+    return None
+
+
+def _kind_of(value: object) -> str:
+    return ("a BLOB" if isinstance(value, bytes | bytearray | memoryview)
+            else "NULL" if value is None else f"a {type(value).__name__}")
+
+
+def as_text(value: object) -> str:
+    """A stored value shown as text, whatever another client stored: bytes decoded (what is not
+    UTF-8 replaced), anything else its `str`."""
+    if type(value) is str:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
 
 
 def encode_plain(event: Event) -> StoredEvent:
@@ -256,6 +297,9 @@ def encode(event: Event) -> StoredEvent:
 
 def _fields(row: StoredEvent) -> dict[str, Any]:
     """What the typed event of a row is validated from (its payload upcast if older)."""
+    odd = odd_column(row)
+    if odd is not None:  # (pydantic would take a BLOB for text: it is not what was appended)
+        raise ValueError(odd)
     kind = _KINDS.get(row.event_type)
     if kind is None:
         raise ValueError(f"event_type: {row.event_type!r} is not one of: {', '.join(_KINDS)}")
@@ -299,6 +343,7 @@ def decode(row: StoredEvent) -> Event:
         kind = _KINDS.get(row.event_type)
         data = row.data
         if kind is not None and row.schema_version == CURRENT_VERSION[kind] \
+                and type(row.source) is str and type(row.timestamp) is str \
                 and (not data or (len(data) <= _MAX_CHARS and _plain_numbers(data))):
             payload = _loads(data) if data else {}
             if type(payload) is dict:

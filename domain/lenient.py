@@ -92,8 +92,9 @@ def salvage(row: StoredEvent) -> Event | None:
     stored (an empty source stays empty), the payload fields that validate (the others are left
     out), its undeclared keys; None when its type is unknown or its timestamp is not a time."""
     kind = EventType._value2member_map_.get(row.event_type)
-    if not isinstance(kind, EventType):
-        return None
+    if not isinstance(kind, EventType) or type(row.source) is not str \
+            or not all(v is None or type(v) is str for v in (row.task_id, row.agent_id)):
+        return None  # (an envelope that is not text: nothing of it can be kept as it is)
     try:
         moment = datetime.fromisoformat(row.timestamp)
         if moment.tzinfo is None:
@@ -102,7 +103,7 @@ def salvage(row: StoredEvent) -> Event | None:
     except (ValueError, TypeError, OverflowError):
         return None
     try:
-        payload = orjson.loads(row.data) if row.data else {}
+        payload = orjson.loads(row.data) if type(row.data) is str and row.data else {}
         if isinstance(payload, dict) and row.schema_version != CURRENT_VERSION[kind]:
             payload = upcast(kind, row.schema_version, payload)
     except (orjson.JSONDecodeError, ValueError, TypeError):
@@ -129,7 +130,7 @@ def nonconformity(row: StoredEvent) -> str | None:
         decode(row)
     except CorruptEvent as e:
         return e.reason
-    if row.data is not None:
+    if type(row.data) is str:
         try:
             check_storable(row.data.encode())
         except InvalidEvent as e:

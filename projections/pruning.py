@@ -9,6 +9,11 @@ long: the snapshots at P (their items in steps, then the snapshot that makes the
 prune record (chained; refused if another prune ran meanwhile), and the deletion of the rows,
 oldest first, a step at a time.
 
+A prune holds the store's prune lock (`Store.prune_lock`) from start to end, so prunes never
+interleave; a second one is refused at once. The prune still checks what the lock promises (the
+rows it reads are gapless; `record_prune` refuses a range a recorded prune reaches), against a
+prune that does not take the lock.
+
 A crash leaves the log as it was before, or with the prune recorded and a prefix of its rows
 still stored: they are read as ever (positions stay gapless from the first stored one) and the
 next prune deletes them first (`finish_deleting`). A segment is written under a temporary name
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from domain.codec import StoredEvent, fold_row, timestamp_text
-from domain.errors import ProjectionError
+from domain.errors import ProjectionError, StoreError
 from projections.base import Cold, Projection, fold_page, whole
 from store.archive import read_segment, segment_name, tidy_segments, to_line, write_segment
 from store.base import PruneRecord, SnapshotRecord, Store, first_stored, prefix_end
@@ -184,17 +189,27 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
           archive: str | os.PathLike[str] | None = None, dry_run: bool = False,
           progress: Callable[[int, int], None] | None = None) -> PruneReport:
     """Delete the longest stored prefix older than `cutoff`, snapshotting every projection at
-    its end first (see the module docstring for the steps). `progress(done, total)` hears of
-    the fold (and archive) of the prefix, page by page."""
-    resumed = 0 if dry_run else finish_deleting(store)
+    its end first (see the module docstring for the steps), under the store's prune lock: one
+    prune at a time (StoreError at once when another holds it). `progress(done, total)` hears
+    of the fold (and archive) of the prefix, page by page."""
+    if dry_run:
+        first, end = first_stored(store), prefix_end(store, cutoff)
+        if end < first:
+            return PruneReport(0, None, None, cutoff, dry_run=True)
+        path = None if archive is None else str(Path(archive) / segment_name(first, end))
+        return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True)
+    with store.prune_lock():
+        return _prune(store, projections, cutoff, archive, progress)
+
+
+def _prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime,
+           archive: str | os.PathLike[str] | None,
+           progress: Callable[[int, int], None] | None) -> PruneReport:
+    resumed = finish_deleting(store)
     cutoff_text = timestamp_text(cutoff)
     first, end = first_stored(store), prefix_end(store, cutoff)
     if end < first:
-        return PruneReport(0, None, None, cutoff, dry_run=dry_run, resumed=resumed)
-    if dry_run:
-        path = None if archive is None else str(Path(archive) / segment_name(first, end))
-        return PruneReport(end - first + 1, first, end, cutoff, archive_path=path, dry_run=True,
-                           resumed=resumed)
+        return PruneReport(0, None, None, cutoff, resumed=resumed)
     tidied = [] if archive is None else tidy_segments(archive, store)
     bases = [restore(store, p, upto=end) for p in projections]
     states = [state for state, _ in bases]
@@ -209,7 +224,11 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
         # One pass over the rows (which no writer changes: they are older than every append):
         # folded a page at a time, archived as they are stored (no re-encoding).
         page: list[StoredEvent] = []
+        expected = start + 1
         for row in store.read(start, end):
+            if row.position != expected:  # (the prune lock keeps other prunes out; this is
+                _vanished(store, expected, row.position)  # for one that does not take it)
+            expected += 1
             page.append(row)
             if len(page) == _FOLD_PAGE:
                 fold_page(projections, states, positions, [fold_row(r) for r in page],
@@ -219,6 +238,8 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
                     progress(row.position - start, end - start)
             if row.position >= first:
                 yield to_line(row)
+        if expected != end + 1:
+            _vanished(store, expected, None)
         if page:
             fold_page(projections, states, positions, [fold_row(r) for r in page], whole(page))
 
@@ -234,6 +255,14 @@ def prune(store: Store, projections: Sequence[Projection[Any]], cutoff: datetime
     retire(store, projections)
     return PruneReport(removed, first, end, cutoff, ids, path, digest, resumed=resumed,
                        archive_cleanup=tidied)
+
+
+def _vanished(store: Store, expected: int, found: int | None) -> None:
+    """Rows of the prefix vanished while the prune read it: what it folded is not the prefix,
+    so nothing of it may be stored (StoreError)."""
+    instead = "the log ends" if found is None else f"the next stored row is {found}"
+    raise StoreError(f"cannot prune {store.location}: event {expected} vanished while the prune "
+                     f"read it ({instead}); another prune ran meanwhile")
 
 
 def finish_deleting(store: Store) -> int:

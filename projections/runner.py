@@ -23,7 +23,7 @@ from domain.errors import ProjectionError
 from projections.base import PAGE_SIZE, Cold, PageRows, Projection, RowsVanished, fold_page
 from projections.models import ReadModelsProjection
 from projections.pruning import restore, store_snapshot
-from store.base import Store, stored_count
+from store.base import Store, first_stored, stored_count
 
 R = TypeVar("R")
 
@@ -156,9 +156,17 @@ class ProjectionRunner:
             states, positions = [s for s, _ in restored], [at for _, at in restored]
             done = 0
             head, total = self.store.head(), stored_count(self.store)
+            expected = min(positions, default=0) + 1
             # Whole store pages: these states are this fold's own until they replace the old.
-            for page in self.store.scan(min(positions, default=0), head):
-                fold_page(self.projections, states, positions, page, PageRows(self.store, page))
+            for page in self.store.scan(expected - 1, head):
+                if page[0][0] != expected and self._pruned_before(page[0][0], expected):
+                    return done + self.rebuild(progress)  # (see `_fold`): start over
+                try:
+                    fold_page(self.projections, states, positions, page,
+                              PageRows(self.store, page))
+                except RowsVanished:
+                    return done + self.rebuild(progress)
+                expected = page[-1][0] + 1
                 done += len(page)
                 if progress is not None:
                     progress(done, total)
@@ -200,13 +208,22 @@ class ProjectionRunner:
     def _fold(self, until: int | None = None, on_event: OnRow | None = None,
               progress: Progress | None = None) -> int:
         """Fold every event after the lowest position (through `until`) into the projections
-        that have not seen it; returns how many events were read."""
+        that have not seen it; returns how many events were read. Positions are gapless, so a
+        page that does not start where the last one ended means rows vanished under the read:
+        a prune deleted them (a prune deletes oldest first), and the fold starts again from the
+        snapshots it stored."""
         after, read = self.position, 0
         total = (self.store.head() if until is None else until) - after
+        expected = after + 1
         for page in _pages(self.store.scan(after, until), self._page_size):
-            if read == 0 and page[0][0] > after + 1:
-                return self._fold_over_gap(until, on_event)
+            if page[0][0] != expected and self._pruned_before(page[0][0], expected):
+                return read + self._fold_over_gap(until, on_event, progress)
             full = PageRows(self.store, page)
+            try:
+                if on_event is not None:  # the listener's whole rows, read before the fold
+                    full(page[0][0])  # (a prune deletes oldest first: the first tells)
+            except RowsVanished:
+                return read + self._fold_over_gap(until, on_event, progress)
             try:
                 with self.lock:
                     try:
@@ -223,14 +240,21 @@ class ProjectionRunner:
                     f"{e!r} (a fold must never raise; this is a bug in it)"
                 ) from e
             read += len(page)
+            expected = page[-1][0] + 1
             if on_event is not None:
                 for row in page:
                     on_event(full(row[0]))
             if progress is not None:
                 progress(min(page[-1][0] - after, total), total)
         if read == 0 and (until is None or until > after) and self._pruned_after(after):
-            return self._fold_over_gap(until, on_event)
+            return self._fold_over_gap(until, on_event, progress)
         return read
+
+    def _pruned_before(self, found: int, expected: int) -> bool:
+        """Whether the rows expected..found-1, missing from a read, were pruned: the log now
+        starts after them. (Rows missing from the middle of the log were deleted behind
+        swarmlog's back: `verify` names them; the fold goes on past them.)"""
+        return expected < found and first_stored(self.store) > expected
 
     def _pruned_after(self, after: int) -> bool:
         """Whether the events right after `after` are gone (pruned since this runner folded)."""
@@ -239,12 +263,12 @@ class ProjectionRunner:
         following = next(self.store.query(after=after, limit=1), None)  # (an append may race)
         return following is None or following.position > after + 1
 
-    def _fold_over_gap(self, until: int | None,
-                       on_event: OnRow | None) -> int:
+    def _fold_over_gap(self, until: int | None, on_event: OnRow | None,
+                       progress: Progress | None) -> int:
         """Someone pruned events this runner had not folded yet: start again from the snapshots
         the prune stored (or fail, if there are none to start from)."""
         self._load_snapshots(upto=until)
-        return self._fold(until, on_event)
+        return self._fold(until, on_event, progress)
 
 
 def _pages(scanned: Iterator[list[FoldRow]], size: int) -> Iterable[list[FoldRow]]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain.codec import StoredEvent
+from domain.codec import StoredEvent, as_text
 from domain.errors import InvalidEvent, ProjectionError
 from domain.events import Event, EventType
 from domain.task import TaskStatus
@@ -94,11 +94,13 @@ def nonconforming(state: SummaryState, row: StoredEvent, reason: str, readable: 
     """Note a row that does not conform to its type's schema; one that cannot be read as its
     type at all (`readable` False: an unknown type, a timestamp that is not a time) is counted
     here too, since no fold will see it."""
-    note(state, None, row.position, row.event_type, f"does not conform: {reason}")
+    kind = as_text(row.event_type)  # (another client may have stored a BLOB, or a number)
+    note(state, None, row.position, kind, f"does not conform: {reason}")
     if not readable:
+        source = as_text(row.source)
         state.total += 1
-        state.by_type[row.event_type] = state.by_type.get(row.event_type, 0) + 1
-        state.by_source[row.source] = state.by_source.get(row.source, 0) + 1
+        state.by_type[kind] = state.by_type.get(kind, 0) + 1
+        state.by_source[source] = state.by_source.get(source, 0) + 1
 
 
 def count_task(state: SummaryState, change: TaskChange) -> None:

@@ -109,13 +109,33 @@ def verify(store: Store, projections: Sequence[Projection[Any]], *, deep: bool =
     """Check the whole log (see the module docstring); `deep` also refolds the read models from
     the archives and the log and compares them with every stored snapshot. Raises KeyRequired if
     the chain was made with a key other than the store's."""
+    remember = list(remember)
+    for _ in range(_ATTEMPTS - 1):
+        try:
+            return _verify(store, projections, deep, remember, progress)
+        except _PrunedMeanwhile:  # the prune records are read again, and so is everything
+            continue
+    return _verify(store, projections, deep, remember, progress, last_attempt=True)
+
+
+#: How often `verify` starts over when a prune deleted rows ahead of its read.
+_ATTEMPTS = 5
+
+
+class _PrunedMeanwhile(Exception):
+    """Rows vanished ahead of `verify`'s read, and a prune recorded now covers them."""
+
+
+def _verify(store: Store, projections: Sequence[Projection[Any]], deep: bool,
+            remember: Iterable[int], progress: Callable[[int, int], None] | None,
+            last_attempt: bool = False) -> VerifyReport:
     report = VerifyReport()
     report.hashes = dict.fromkeys(remember, b"")
     epochs = store.epochs()
     _check_keys(store.chain, epochs, report)
     report.chain_start = epochs[0].start if epochs else 1
     cut = _check_prunes(store, report)
-    _check_rows(store, cut, report, progress)
+    _check_rows(store, cut, report, progress, last_attempt)
     _check_snapshots(store, projections, report)
     if deep:
         _refold(store, projections, report)
@@ -196,7 +216,11 @@ def _check_archive(store: Store, prune: PruneRecord, follows: bytes | None,
                             f"{prune.archive_path} skips from {expected - 1} to {row.position}")
                 return
             previous = store.chain.link(previous, row)
-            if row.hash != previous:
+            if row.hash is None:  # another client's row, pruned: chained by its content
+                report.find("inserted", "archive", row.position,
+                            f"the row at {row.position} in {prune.archive_path} has no hash: "
+                            "swarmlog did not append it")
+            elif row.hash != previous:
                 report.find("changed archive", "archive", row.position,
                             f"the row at {row.position} in {prune.archive_path} does not match "
                             "the chain")
@@ -217,7 +241,7 @@ def _check_archive(store: Store, prune: PruneRecord, follows: bytes | None,
 
 
 def _check_rows(store: Store, cut: bytes, report: VerifyReport,
-                progress: Callable[[int, int], None] | None) -> None:
+                progress: Callable[[int, int], None] | None, last_attempt: bool = True) -> None:
     expected = first_stored(store)
     head = store.head()
     now = utc_now()
@@ -244,6 +268,8 @@ def _check_rows(store: Store, cut: bytes, report: VerifyReport,
     for row in store.read(after=expected - 1):
         report.events += 1
         if row.position != expected:
+            if not last_attempt and _pruned_meanwhile(store, expected, row.position):
+                raise _PrunedMeanwhile
             report.find("removed", "event_log", expected,
                         f"positions {expected}..{row.position - 1} are missing")
             gap_before = True
@@ -263,16 +289,21 @@ def _check_rows(store: Store, cut: bytes, report: VerifyReport,
                         "event_log", row.position,
                         f"stream {row.stream_id} goes from version {last} to {row.stream_version}")
         versions[row.stream_id] = row.stream_version
+        # A row without a hash (named above) is chained as appends chain it: by its content.
+        current = row.hash if row.hash is not None or previous is None \
+            else store.chain.link(previous, row)
         if deleting and latest is not None and row.position == latest.last_position \
-                and row.hash != latest.cut_hash:
+                and current != latest.cut_hash:
             report.find("changed", "event_log", row.position,
                         f"the row's hash is not the one prune {latest.id} recorded at its cut")
         if row.position in report.hashes:
-            report.hashes[row.position] = row.hash or b""
-        previous, gap_before, expected = row.hash, False, row.position + 1
+            report.hashes[row.position] = current or b""
+        previous, gap_before, expected = current, False, row.position + 1
         if progress is not None and report.events % 10_000 == 0:
             progress(report.events, head - first_stored(store) + 1)
     _name_unlinked(store.chain, unlinked, report)
+    if expected - 1 < head and not last_attempt and _pruned_meanwhile(store, expected, head + 1):
+        raise _PrunedMeanwhile
     if expected - 1 < head:
         report.find("removed", "event_log", expected,
                     f"the log ends at position {expected - 1}, but its head is {head}")
@@ -283,6 +314,14 @@ def _check_rows(store: Store, cut: bytes, report: VerifyReport,
             report.find("removed", "swarmlog_streams", None,
                         f"stream {stream} ends at version {version}, but its head says "
                         f"{heads[stream]}")
+
+
+def _pruned_meanwhile(store: Store, expected: int, found: int) -> bool:
+    """Whether rows expected..found-1, missing from the read, were pruned since it began: the
+    log now starts after them (a prune deletes oldest first) and a recorded prune covers them.
+    Rows missing from the middle, or not covered by a prune, are a finding."""
+    return (first_stored(store) > expected
+            and max((p.last_position for p in store.prunes()), default=0) >= found - 1)
 
 
 def _hash_before(prune: PruneRecord, position: int) -> bytes | None:

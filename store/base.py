@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import orjson
 
 from domain.codec import CLOCK_SKEW, FoldRow, StoredEvent, timestamp_text
+from domain.errors import StoreError
 from domain.ids import utc_now
 from store.chain import Chain
 
@@ -280,13 +281,21 @@ class SnapshotStore(Protocol):
         snapshot's items go in several, each short (see `projections.pruning.store_snapshot`)."""
         ...
 
+    def prune_lock(self) -> AbstractContextManager[None]:
+        """Hold the log's prune lock for the body: one prune of the log at a time, across
+        threads, processes and hosts sharing the database. The lock goes with its holder: when
+        it dies (SIGKILL included), its operating system (SQLite: a `flock` on a file beside the
+        database) or the server (PostgreSQL: a session advisory lock on a connection of its
+        own) lets go. Raises StoreError at once, taking nothing, if another holder has it."""
+        ...
+
     def record_prune(self, first: int, last: int, cutoff: str, archive_path: str | None,
                      archive_sha256: str | None) -> PruneRecord:
         """Record that the rows first..last (every stored row up to `last`) are pruned: the
         record, chained to the prune before it, with the chain hash at the cut. The rows go with
         `delete_pruned`, a bounded step at a time; readers see them until then. Raises
-        StoreError if the stored rows up to `last` are not first..last (another prune ran, or
-        one is not finished)."""
+        StoreError if the stored rows up to `last` are not first..last, or a recorded prune
+        reaches `first` (another prune ran, or one is not finished)."""
         ...
 
     def delete_pruned(self, limit: int) -> int:
@@ -321,6 +330,24 @@ class ViewStore(Protocol):
     def define_view(self, name: str, select: str) -> bool:
         """Make view `name` be `select` (left alone if it already is); True if it changed."""
         ...
+
+
+def refuse_overlap(location: str, first: int, last: int, lowest: int | None,
+                   highest: int | None, pruned: int | None) -> None:
+    """StoreError unless a prune of first..last may be recorded: the stored rows up to `last`
+    are exactly first..last (`lowest`, `highest`), and no recorded prune reaches `first`
+    (`pruned`: the last position any recorded prune covers). A prune killed after recording
+    itself leaves its rows stored; without the second condition a prune racing it would record
+    the same rows again, and the chain of prunes would no longer hold."""
+    if (lowest, highest) != (first, last):
+        raise StoreError(
+            f"cannot record a prune of {first}..{last} in {location}: the rows stored up to "
+            f"{last} are {lowest}..{highest}; another prune ran meanwhile, or one is not "
+            "finished")
+    if pruned is not None and pruned >= first:
+        raise StoreError(
+            f"cannot record a prune of {first}..{last} in {location}: a recorded prune reaches "
+            f"position {pruned}; another prune ran meanwhile, or one is not finished")
 
 
 def first_stored(store: Store) -> int:

@@ -42,7 +42,14 @@ def canonical(row: StoredEvent) -> bytes:
     conforms = None if row.conforms is None else bool(row.conforms)
     return orjson.dumps([row.position, row.id, row.event_type, row.source, row.task_id,
                          row.agent_id, row.data, row.timestamp, row.stream_id, row.stream_version,
-                         row.schema_version, conforms])
+                         row.schema_version, conforms], default=_odd)
+
+
+def _odd(value: object) -> object:
+    """A value another client stored where text belongs (a BLOB), unambiguously."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"blob": bytes(value).hex()}
+    raise TypeError(f"{type(value).__name__} is not a stored value")
 
 
 @dataclass(frozen=True)

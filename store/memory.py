@@ -16,7 +16,14 @@ from itertools import islice, takewhile
 from domain.codec import FoldRow, StoredEvent, fold_row, timestamp_text
 from domain.errors import ConcurrencyError, StoreError
 from domain.ids import utc_now
-from store.base import EVERYTHING, ChainEpoch, EventFilter, PruneRecord, SnapshotRecord
+from store.base import (
+    EVERYTHING,
+    ChainEpoch,
+    EventFilter,
+    PruneRecord,
+    SnapshotRecord,
+    refuse_overlap,
+)
 from store.chain import GENESIS, Chain, prune_hash
 
 _SCAN_PAGE = 2000
@@ -30,6 +37,7 @@ class MemoryStore:
         self.chain = Chain() if chain is None else chain
         self._epochs: list[ChainEpoch] = []
         self._lock = threading.RLock()
+        self._prune_lock = threading.Lock()
         self._appended = threading.Condition(self._lock)
         self._depth = 0
         self._rows: dict[int, StoredEvent] = {}  # position -> row, in position order
@@ -53,7 +61,7 @@ class MemoryStore:
                     self._depth -= 1
                 return
             saved = {k: copy.copy(v) for k, v in self.__dict__.items()
-                     if k not in ("_lock", "_appended")}
+                     if k not in ("_lock", "_appended", "_prune_lock")}
             self._depth = 1
             try:
                 yield
@@ -139,6 +147,9 @@ class MemoryStore:
         if position <= 0:
             return GENESIS
         row = self._rows.get(position)
+        if row is not None and row.hash is None:  # (see `SQLStore._hash_through`)
+            before = self.hash_at(position - 1)
+            return None if before is None else self.chain.link(before, row)
         if row is not None:
             return row.hash
         cut = [p.cut_hash for p in self._prunes if p.last_position == position and p.cut_hash]
@@ -225,16 +236,23 @@ class MemoryStore:
     def prunes(self) -> list[PruneRecord]:
         return list(self._prunes)
 
+    @contextmanager
+    def prune_lock(self) -> Iterator[None]:
+        if not self._prune_lock.acquire(blocking=False):
+            raise StoreError(f"cannot prune {self.location}: another prune of it is running; "
+                             "try again when it is done")
+        try:
+            yield
+        finally:
+            self._prune_lock.release()
+
     def record_prune(self, first: int, last: int, cutoff: str, archive_path: str | None,
                      archive_sha256: str | None) -> PruneRecord:
         with self.transaction():
             kept = [p for p in self._rows if p <= last]
-            lowest, highest = min(kept, default=None), max(kept, default=None)
-            if (lowest, highest) != (first, last):
-                raise StoreError(
-                    f"cannot record a prune of {first}..{last} in {self.location}: the rows "
-                    f"stored up to {last} are {lowest}..{highest}; another prune ran "
-                    "meanwhile, or one is not finished")
+            refuse_overlap(self.location, first, last, min(kept, default=None),
+                           max(kept, default=None),
+                           max((p.last_position for p in self._prunes), default=None))
             previous = (self._prunes[-1].record_hash if self._prunes else None) or GENESIS
             record = PruneRecord(len(self._prunes) + 1, first, last, len(kept), cutoff,
                                  timestamp_text(utc_now()), archive_path, archive_sha256,

@@ -77,6 +77,9 @@ WITH rows AS (
 SELECT pg_notify('{CHANNEL}', %s)
 """
 _PAGE = 2000
+#: The high half of the prune lock's advisory key ("swlp"); the low half is the oid of the
+#: log's `event_log`, so that logs in other schemas of the database prune independently.
+_PRUNE_LOCK = 0x7377_6C70
 log = logging.getLogger("swarmlog.store")
 #: Swarmlog's tables whose rows a prune or a snapshot retirement deletes.
 _VACUUMED = ("event_log", "swarmlog_snapshots", "swarmlog_snapshot_items")
@@ -142,6 +145,7 @@ class PostgresStore(SQLStore):
         self.read_only = read_only
         self.chain = configured_chain() if chain is None else chain
         self._lock_timeout = lock_timeout
+        self._url, self._connect_timeout = url, connect_timeout  # (the prune lock's connection)
         self._local = threading.local()
         problem = url_problem(url)
         if problem is not None:
@@ -364,6 +368,28 @@ class PostgresStore(SQLStore):
                                   head, str(head)))
         tx.head = head
         return [stored[r.id] for r in rows]
+
+    @contextmanager
+    def prune_lock(self) -> Iterator[None]:
+        """A session advisory lock, keyed on this log's `event_log` table, held by a connection
+        of its own (outside the pool, which would hand it on still locked): the server lets go
+        when the connection ends, the prune's process killed included."""
+        try:
+            conn = psycopg.connect(self._url, autocommit=True,
+                                   connect_timeout=max(1, round(self._connect_timeout)))
+        except psycopg.Error as e:
+            raise self._error("prune", e) from e
+        with conn:
+            try:
+                row = conn.execute("SELECT pg_try_advisory_lock((%s::bigint << 32) | "
+                                   "'event_log'::regclass::oid::bigint)",
+                                   (_PRUNE_LOCK,)).fetchone()
+            except psycopg.Error as e:
+                raise self._error("prune", e) from e
+            if not row or not row[0]:
+                raise StoreError(f"cannot prune {self.location}: another prune of it is "
+                                 "running; try again when it is done")
+            yield  # (closing the connection lets go of the lock)
 
     def wait_for_append(self, after: int, timeout: float) -> bool:
         """Block until the head passes `after` (True) or `timeout` seconds pass (False)."""

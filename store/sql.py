@@ -24,14 +24,15 @@ from store.base import (
     EventFilter,
     PruneRecord,
     SnapshotRecord,
+    refuse_overlap,
 )
 from store.chain import GENESIS, KEY_FILE_VARIABLE, Chain, prune_hash
 
 _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__ (the read hot path)
 _PAGE = 2000
 #: The columns of a `FoldRow`.
-_FOLD_COLUMNS = ("seq, event_type, source, task_id, agent_id, data, timestamp, schema_version, "
-                 "conforms")
+FOLD_COLUMNS = ("seq, event_type, source, task_id, agent_id, data, timestamp, schema_version, "
+                "conforms")
 _CHUNK = 500  # bound variables per IN (...) list
 
 
@@ -56,6 +57,8 @@ class Dialect:
     index_hints: bool
     #: How a payload field is read: PostgreSQL's jsonb operators, else SQLite's JSON functions.
     jsonb: bool = False
+    #: The columns of a `FoldRow`, as selected.
+    fold_columns: str = FOLD_COLUMNS
 
     def key_prefix(self, prefix: str) -> tuple[str, list[Any]]:
         """A condition that `key` starts with `prefix`: a range of the primary key where text
@@ -149,6 +152,8 @@ class SQLStore:
         found = self._fetch(f"SELECT hash FROM event_log WHERE seq = {m}", (position,))
         if found and found[0][0] is not None:
             return bytes(found[0][0])
+        if found:
+            return self._hash_through(position)
         found = self._fetch(f"SELECT cut_hash FROM swarmlog_prunes WHERE last_position = {m} "
                             "AND cut_hash IS NOT NULL ORDER BY id DESC LIMIT 1", (position,))
         if found:
@@ -156,6 +161,21 @@ class SQLStore:
         found = self._fetch(f"SELECT previous FROM swarmlog_chain WHERE start = {m}",
                             (position + 1,))
         return bytes(found[0][0]) if found else None
+
+    def _hash_through(self, position: int) -> bytes | None:
+        """The chain hash at a stored row without one (another client's): the link of its
+        content, and of the hashless rows before it, from the last hash stored before them. So
+        one foreign row does not stop every append after it, and a snapshot or a prune at it is
+        bound to the chain all the same (`verify` still names the row)."""
+        m = self.dialect.mark
+        found = self._fetch(f"SELECT max(seq) FROM event_log WHERE seq < {m} AND hash IS NOT NULL",
+                            (position,))[0][0]
+        if found is None:  # no hashed row before it: from the hash before the stored log
+            found = int(self._fetch("SELECT min(seq) FROM event_log")[0][0]) - 1
+        base = self.hash_at(found)
+        if base is None:
+            return None
+        return self.chain.hashes(base, list(self.read(found, position)))[-1]
 
     def epochs(self) -> list[ChainEpoch]:
         """Where the chain starts, and each later change of algorithm or key, in order."""
@@ -241,7 +261,7 @@ class SQLStore:
             # Only the columns a fold reads, as the driver gives them (no row object per row):
             # a fifth of a rebuild's time went to reading and wrapping the others.
             page: list[FoldRow] = self._fetch(
-                f"SELECT {_FOLD_COLUMNS} FROM event_log WHERE seq > {m} ORDER BY seq "
+                f"SELECT {self.dialect.fold_columns} FROM event_log WHERE seq > {m} ORDER BY seq "
                 f"LIMIT {_PAGE}", (after,))
             full = len(page) == _PAGE
             if until is not None and page and page[-1][0] > until:
@@ -470,14 +490,11 @@ class SQLStore:
         m = self.dialect.mark
         with self.transaction():
             # (Positions are gapless from the oldest stored row: its end and its start tell.)
-            lowest, highest = self._fetch(
+            lowest, highest, pruned = self._fetch(
                 "SELECT (SELECT min(seq) FROM event_log), "
-                f"(SELECT max(seq) FROM event_log WHERE seq <= {m})", (last,))[0]
-            if (lowest, highest) != (first, last):
-                raise StoreError(
-                    f"cannot record a prune of {first}..{last} in {self.location}: the rows "
-                    f"stored up to {last} are {lowest}..{highest}; another prune ran "
-                    "meanwhile, or one is not finished")
+                f"(SELECT max(seq) FROM event_log WHERE seq <= {m}), "
+                "(SELECT max(last_position) FROM swarmlog_prunes)", (last,))[0]
+            refuse_overlap(self.location, first, last, lowest, highest, pruned)
             count = last - first + 1
             cut_hash = self.hash_at(last)
             earlier = self._fetch("SELECT record_hash FROM swarmlog_prunes ORDER BY id DESC LIMIT 1")

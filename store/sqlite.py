@@ -23,14 +23,25 @@ from domain.codec import StoredEvent
 from domain.errors import ConcurrencyError, StoreError
 from store.chain import Chain, configured_chain
 from store.schema import NAMES, NO_UPDATE, migrations
-from store.sql import Dialect, SQLStore
+from store.sql import FOLD_COLUMNS, Dialect, SQLStore
 
+
+def _as_text(columns: str) -> str:
+    """Each text column cast to text: SQLite keeps whatever another client stored in a column
+    (a BLOB stays a BLOB), and a stored row's text is text everywhere after the store."""
+    return ", ".join(f"CAST({c} AS TEXT)" if c in _TEXT_COLUMNS else c
+                     for c in columns.split(", "))
+
+
+_TEXT_COLUMNS = {"id", "event_type", "source", "task_id", "agent_id", "data", "timestamp",
+                 "stream_id"}
 _DIALECT = Dialect(
     mark="?",
-    columns="seq, id, event_type, source, task_id, agent_id, data, timestamp, stream_id, "
-            "stream_version, schema_version, conforms, hash",
+    columns=_as_text("seq, id, event_type, source, task_id, agent_id, data, timestamp, "
+                     "stream_id, stream_version, schema_version, conforms, hash"),
     head="SELECT seq FROM sqlite_sequence WHERE name = 'event_log'",
     index_hints=True,
+    fold_columns=_as_text(FOLD_COLUMNS),
 )
 _INSERT = (
     "INSERT INTO event_log (seq, id, event_type, source, task_id, agent_id, data, timestamp, "
@@ -45,6 +56,15 @@ _new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 _POLL_SECONDS = 0.05  # how often a waiting reader looks at the head
 _CHUNK = 500
 log = logging.getLogger("swarmlog.store")
+
+try:
+    import fcntl
+except ImportError:  # (not on Windows: there, prunes are serialised within one process only)
+    fcntl = None  # type: ignore[assignment]
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 class SQLiteStore(SQLStore):
@@ -77,6 +97,7 @@ class SQLiteStore(SQLStore):
             except OSError as e:
                 raise StoreError(f"cannot create {self.location}: {e.strerror}") from e
         self._lock = threading.RLock()
+        self._memory_prune_lock = threading.Lock()
         self._depth = 0
         self._busy_timeout = busy_timeout
         try:
@@ -190,8 +211,20 @@ class SQLiteStore(SQLStore):
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as e:
+                if "decode" not in str(e):
+                    raise self._error("read", e) from e
             except sqlite3.Error as e:
                 raise self._error("read", e) from e
+            # Text that is not UTF-8 (any client can store it): read again, such text with the
+            # replacement character (its row no longer matches its hash: `verify` names it).
+            self._conn.text_factory = _lenient_text
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as e:
+                raise self._error("read", e) from e
+            finally:
+                self._conn.text_factory = str
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
@@ -309,6 +342,51 @@ class SQLiteStore(SQLStore):
         touched = {r.stream_id for r in rows}
         self._conn.executemany(_UPSERT_HEAD, [(s, v) for s, v in heads.items() if s in touched])
         return list(range(head + 1, position + 1))
+
+    # -- the prune lock --------------------------------------------------------------------
+
+    @contextmanager
+    def prune_lock(self) -> Iterator[None]:
+        """An exclusive `flock` on `<database>-prunelock`, beside the database (never the
+        database itself: SQLite's own locks are `fcntl` locks, which some file systems merge
+        with `flock`'s). The file is made once and left in place (removing a lock file races
+        whoever opens it meanwhile); the lock dies with its process. `:memory:` (one connection,
+        this store's) takes a lock in this process."""
+        if self.location == ":memory:" or fcntl is None:
+            if not self._memory_prune_lock.acquire(blocking=False):
+                raise self._pruning_elsewhere()
+            try:
+                yield
+            finally:
+                self._memory_prune_lock.release()
+            return
+        path = self.location + "-prunelock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except PermissionError:  # (a folder this process cannot write: an existing file will do)
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as e:
+                raise StoreError(f"cannot prune {self.location}: cannot open its lock file "
+                                 f"{path}: {e.strerror}") from e
+        except OSError as e:
+            raise StoreError(f"cannot prune {self.location}: cannot open its lock file "
+                             f"{path}: {e.strerror}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise self._pruning_elsewhere() from None
+            except OSError as e:
+                raise StoreError(f"cannot prune {self.location}: cannot lock {path}: "
+                                 f"{e.strerror}") from e
+            yield
+        finally:
+            os.close(fd)  # (lets go of the lock)
+
+    def _pruning_elsewhere(self) -> StoreError:
+        return StoreError(f"cannot prune {self.location}: another prune of it is running; "
+                          "try again when it is done")
 
     # -- waiting and size -----------------------------------------------------------------
 

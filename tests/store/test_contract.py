@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -629,6 +630,70 @@ def test_a_prune_is_recorded_only_over_exactly_the_oldest_stored_rows(store: Sto
     assert len(store.prunes()) == 1 and store.delete_pruned(100) == 3
     assert store.record_prune(6, 8, "2025-03-02T00:00:00.000000+00:00", None, None).removed == 3
     assert store.delete_pruned(100) == 3 and positions(store.read()) == [9, 10]
+
+
+def test_a_prune_is_not_recorded_over_a_recorded_prune_whose_rows_are_still_stored(
+    store: Store
+) -> None:
+    """A prune killed after recording itself leaves its rows stored: a second prune (one that
+    did not take the prune lock) must not record them again, whichever its range."""
+    store.append(rows(*(bid("t1", "a", n) for n in range(10))))
+    store.record_prune(1, 3, "2025-03-02T00:00:00.000000+00:00", None, None)
+    for last in (2, 3, 7):
+        with pytest.raises(StoreError, match="a recorded prune reaches position 3; another "
+                                             "prune ran meanwhile, or one is not finished"):
+            store.record_prune(1, last, "2025-03-02T00:00:00.000000+00:00", None, None)
+    assert len(store.prunes()) == 1 and store.delete_pruned(100) == 3
+    assert store.record_prune(4, 7, "2025-03-02T00:00:00.000000+00:00", None, None).removed == 4
+
+
+def test_one_prune_lock_at_a_time_and_it_is_let_go_of_after_the_body(store: Store) -> None:
+    held = store.prune_lock()
+    with held, pytest.raises(StoreError, match="another prune of it is running"), \
+            store.prune_lock():
+        pytest.fail("a second holder of the prune lock")
+    with pytest.raises(ZeroDivisionError), store.prune_lock():
+        1 / 0  # noqa: B018
+    with store.prune_lock():
+        pass
+
+
+_HOLD_PRUNE_LOCK = """
+import sys, time
+from store import open_store
+store = open_store(sys.argv[1])
+with store.prune_lock():
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_prune_lock_of_a_killed_process_is_let_go_of(
+        backend: tuple[StoreFactory, str | None]) -> None:
+    factory, location = backend
+    if location is None:
+        pytest.skip("the in-memory store lives in one process; there is nothing to share")
+    store = factory()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_PRUNE_LOCK, location], text=True,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(StoreError, match="another prune of it is running"), \
+                store.prune_lock():
+            pytest.fail("the prune lock held by another process")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    deadline = time.monotonic() + 10  # (the server notices the dropped connection)
+    while True:
+        try:
+            with store.prune_lock():
+                break
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    store.close()
 
 
 def test_prefix_end_stops_before_the_first_young_row(store: Store) -> None:
