@@ -194,10 +194,26 @@ def counts_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: s
     return table
 
 
+def _widest(values: Iterable[str | None]) -> int:
+    return max((len(v) for v in values if v), default=0)
+
+
+def _add_column(table: Table, name: str, numeric: bool, whole: int | None) -> None:
+    """A column; one that identifies a row (`whole`: its widest value) is never cut or wrapped
+    on a narrow terminal: the free-text columns give way instead."""
+    if whole is None:
+        table.add_column(name, justify="right" if numeric else "left")
+    else:
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=True,
+                         min_width=max(whole, 1))
+
+
 def tasks_table(rows: Sequence[Row], title: str | None = None) -> Table:
     table = Table(title=title, header_style="bold", title_justify="left")
+    ids = {"task": _widest(r["task_id"] for r in rows),
+           "agent": _widest(r["agent_id"] for r in rows)}
     for name in ("task", "status", "agent", "sats", "duration", "tools", "description / reason"):
-        table.add_column(name, justify="right" if name in ("sats", "duration", "tools") else "left")
+        _add_column(table, name, name in ("sats", "duration", "tools"), ids.get(name))
     for r in rows:
         tools = f"{r['tool_calls']}" + (f" ({r['tool_failures']} failed)" if r["tool_failures"] else "")
         table.add_row(r["task_id"], r["status"], r["agent_id"] or "",
@@ -209,10 +225,11 @@ def tasks_table(rows: Sequence[Row], title: str | None = None) -> Table:
 
 def agents_table(rows: Sequence[Row], title: str | None = None) -> Table:
     table = Table(title=title, header_style="bold", title_justify="left")
+    ids = {"agent": _widest(r["agent_id"] for r in rows),
+           "current task": _widest(r["current_task"] for r in rows), "presence": len("offline")}
     for name in ("agent", "name", "presence", "current task", "won", "done", "failed", "sats",
                  "tools", "capabilities"):
-        numeric = name in ("won", "done", "failed", "sats", "tools")
-        table.add_column(name, justify="right" if numeric else "left")
+        _add_column(table, name, name in ("won", "done", "failed", "sats", "tools"), ids.get(name))
     for r in rows:
         presence = "[green]online[/]" if r["presence"] == "online" else "[dim]offline[/]"
         table.add_row(r["agent_id"], r["name"] or "", presence, r["current_task"] or "",

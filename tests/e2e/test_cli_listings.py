@@ -181,6 +181,13 @@ def test_an_unknown_agent_is_an_error(demo_db: Path) -> None:
 # -- narrow terminals -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("columns", [60, 80])
+def test_a_narrow_roster_keeps_every_agent_id_whole(demo_db: Path, columns: int) -> None:
+    roster = as_json("agents", db=demo_db)
+    shown = run("agents", db=demo_db, env={"COLUMNS": str(columns)}).stdout
+    assert roster and all(f"│ {a['agent_id']} │" in shown for a in roster), shown
+
+
 @pytest.mark.parametrize("columns", [40, 60, 80])
 def test_a_narrow_table_keeps_every_position_and_says_what_it_left_out(demo_db: Path,
                                                                        columns: int) -> None:

@@ -71,7 +71,11 @@ def kill_writers(path: Path | str, attempts: int) -> None:
     stored = 0
     for attempt in range(attempts):
         writer = start("append", str(path), f"w{attempt}")
-        time.sleep(rng.uniform(0.4, 1.2))  # past start-up (~0.3 s), into the appends
+        with EventLog(path, read_only=True) as log:  # its first batch is in: it is appending
+            deadline = time.monotonic() + 60
+            while log.store.head() <= stored and time.monotonic() < deadline:
+                time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.8))  # then somewhere among its appends
         writer.kill()
         writer.wait()
         now = check_log(path)
