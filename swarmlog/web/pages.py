@@ -249,8 +249,12 @@ def integrity_page(request: Request) -> Response:
     status = viewer.log.status()
     size = status["size_bytes"]
     shown = "—" if size is None else f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size} bytes"
+    # Whether it runs, then its report, in that order: a run that ends meanwhile has left its
+    # report (or its error) before it stopped running, so the page never shows neither.
+    running = verifier.running
     return render_page(request, "integrity.html", "integrity", status=status, size=shown,
-                       verifier=verifier, report=verifier.report)
+                       verifier=verifier, running=running, report=verifier.report,
+                       error=verifier.error)
 
 
 def verify_again(request: Request) -> Response:
