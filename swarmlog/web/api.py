@@ -15,16 +15,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from projections.agents import all_agents, online_agents
 from projections.models import counts
-from projections.tasks import get_task
 from swarmlog import render
 from swarmlog.web import params
-from swarmlog.web.pages import event_at, listing, position_of, viewer_of
+from swarmlog.web.pages import event_at, listing, position_of, task_named, viewer_of
 from swarmlog.web.params import BadRequest
 
 
@@ -56,13 +54,7 @@ def api_event(request: Request) -> JSON:
 
 
 def api_task(request: Request) -> JSON:
-    params.check_names(request.query_params, ())
-    viewer = viewer_of(request)
-    task_id = params.text("task id", request.path_params["task_id"])
-    with viewer.models() as models:
-        view = get_task(models.tasks, task_id)
-    if view is None:
-        raise HTTPException(404, f"no task {task_id!r} in this log")
+    viewer, task_id, view = task_named(request)
     timeline = [render.event_row(r) for r in viewer.log.events_of_task(task_id)]
     return JSON({"task": render.task_row(view), "timeline": timeline})
 

@@ -161,7 +161,8 @@ def task_jump(request: Request) -> Response:
     return RedirectResponse(f"/tasks/{quote(task_id.strip(), safe='')}", status_code=303)
 
 
-def task_page(request: Request) -> Response:
+def task_named(request: Request) -> tuple[Viewer, str, Any]:
+    """The viewer, the task id in the path and its view from the read model (404 if none)."""
     params.check_names(request.query_params, ())
     viewer = viewer_of(request)
     task_id = params.text("task id", request.path_params["task_id"])
@@ -169,6 +170,11 @@ def task_page(request: Request) -> Response:
         view = get_task(models.tasks, task_id)
     if view is None:
         raise HTTPException(404, f"no task {task_id!r} in this log")
+    return viewer, task_id, view
+
+
+def task_page(request: Request) -> Response:
+    viewer, task_id, view = task_named(request)
     rows = list(viewer.store.query(EventFilter(task_id=task_id), limit=TASK_EVENTS + 1))
     more = len(rows) > TASK_EVENTS
     rows = rows[:TASK_EVENTS]
