@@ -39,6 +39,8 @@ def url_problem(url: str) -> str | None:
     head, tail = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
     if head.count("@") > 1:
         return "an '@' in its user or password: write it as %40"
+    if "@" in head and "@" not in head.partition("?")[0]:  # libpq takes what precedes as a user
+        return "an '@' in a query parameter (with no '/' before the '?'): write it as %40"
     path, _, query = tail.partition("?")
     if "@" in path:
         return "an '@' after its host, or a '/' in its user or password: write them as %40 and %2F"

@@ -62,6 +62,7 @@ def urls(draw: st.DrawFn) -> str:
 @example("postgresql://[::1:QXZJ@db/log")
 @example("postgresql://db/log?password=QX%ZZ")
 @example("postgresql://0:/?J@?sslmode=require")  # a "/" and a "?" in the password
+@example("postgresql://0:5432?password=@J")  # an "@" in a query password, no "/" before it
 def test_a_location_shows_no_piece_of_any_password(url: str) -> None:
     shown = redact(url)
     assert not any(c.isupper() for c in shown.removeprefix("postgres")), (url, shown)
