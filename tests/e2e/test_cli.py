@@ -133,7 +133,9 @@ def test_tail_prints_the_newest_events_one_per_line(demo_db: Path) -> None:
     assert records[0]["position"] + 1 == records[1]["position"]
 
 
-def test_tail_follow_sees_events_another_process_appends_and_exits_on_ctrl_c(db: Path) -> None:
+def tail_follow(db: Path) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    """`swarmlog tail -f -n 1 --json` on `db` in a process of its own, and a queue of the lines
+    it writes (read in a thread, so that a test can wait for each with a timeout)."""
     tail = subprocess.Popen([sys.executable, "-m", "swarmlog.cli", "tail", "-f", "-n", "1", "--json",
                              "--db", str(db)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -144,6 +146,11 @@ def test_tail_follow_sees_events_another_process_appends_and_exits_on_ctrl_c(db:
             lines.put(line)
 
     threading.Thread(target=pump, daemon=True).start()
+    return tail, lines
+
+
+def test_tail_follow_sees_events_another_process_appends_and_exits_on_ctrl_c(db: Path) -> None:
+    tail, lines = tail_follow(db)
     try:
         newest = json.loads(lines.get(timeout=30))
         subprocess.run([sys.executable, "-m", "tests.store.writer", str(db), "other", "2", "3"],

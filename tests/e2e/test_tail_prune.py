@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ from domain.ids import utc_now
 from store import EventFilter, SQLiteStore, Store
 from swarmlog.follow import Gap, between
 from swarmlog.log import EventLog
+from tests.e2e.test_cli import tail_follow
 from tests.strategies import ev, rows
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -40,16 +39,7 @@ def test_tail_follow_shows_what_a_prune_deleted_before_it_read_it_or_names_the_g
 ) -> None:
     db = tmp_path / "log.db"
     append(db, "before", 2)
-    tail = subprocess.Popen([sys.executable, "-m", "swarmlog.cli", "tail", "-f", "-n", "1",
-                             "--json", "--db", str(db)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in tail.stdout or ():
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
+    tail, lines = tail_follow(db)
     try:
         assert json.loads(lines.get(timeout=30))["position"] == 2
         os.kill(tail.pid, signal.SIGSTOP)  # the reader falls behind ...
